@@ -1,0 +1,72 @@
+"""Shared by the benchmark scripts: where results go, and the machine/date stamp every table carries."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import platform
+import subprocess
+from pathlib import Path
+from typing import Any
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+
+def machine_info() -> dict[str, Any]:
+    """What ran the benchmark: CPU model, cores, Python, torch and onnxruntime versions, date (UTC)."""
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    info: dict[str, Any] = {
+        "date_utc": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M"),
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+    }
+    try:
+        import onnxruntime
+
+        info["onnxruntime"] = onnxruntime.__version__
+    except ImportError:
+        pass
+    try:
+        info["git_commit"] = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
+        ).stdout.strip()
+    except OSError:
+        pass
+    return info
+
+
+def markdown_table(header: list[str], rows: list[list[Any]]) -> str:
+    def fmt(v: Any) -> str:
+        if isinstance(v, float):
+            return f"{v:.3f}"
+        return "" if v is None else str(v)
+
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def write_results(name: str, title: str, markdown_body: str, data: dict[str, Any]) -> tuple[Path, Path]:
+    """Write ``results/<name>.md`` and ``results/<name>.json``, both stamped with :func:`machine_info`."""
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    machine = machine_info()
+    md = RESULTS_DIR / f"{name}.md"
+    js = RESULTS_DIR / f"{name}.json"
+    stamp = ", ".join(f"{k}: {v}" for k, v in machine.items())
+    md.write_text(f"# {title}\n\nMachine: {stamp}\n\n{markdown_body.rstrip()}\n")
+    js.write_text(json.dumps({"machine": machine, **data}, indent=2, default=float) + "\n")
+    return md, js

@@ -1,0 +1,25 @@
+"""The ``devicefit`` command: one sub-command per job, thin over the Python API.
+
+Each job's commands live in their own module here and register themselves on :data:`app`.
+"""
+
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer(
+    name="devicefit",
+    help="Fit neural networks to devices: NAS-Bench-201 space, hardware cost, zero-cost proxies, latency predictors.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+# Importing registers the commands (order = order in --help).
+from . import foundation as _foundation  # noqa: E402,F401
+from . import proxies as _proxies  # noqa: E402,F401
+from . import predictor as _predictor  # noqa: E402,F401
+
+
+def main() -> None:
+    app()

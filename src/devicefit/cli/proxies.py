@@ -1,0 +1,1 @@
+"""CLI commands for proxies (placeholder until implemented)."""

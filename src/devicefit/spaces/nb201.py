@@ -1,0 +1,270 @@
+"""The NAS-Bench-201 cell search space.
+
+Reference: Dong & Yang, "NAS-Bench-201: Extending the Scope of Reproducible Neural Architecture
+Search", ICLR 2020 (arXiv 2001.00326), code D-X-Y/NAS-Bench-201.
+
+A cell is a DAG on four nodes (0 is the input, 3 the output); each of its six edges i->j (i < j) carries
+one of five operations. Here a cell is the tuple of six operation indices in arch-string edge order
+(0->1, 0->2, 1->2, 0->3, 1->3, 2->3), the same order and indices as the LatBench pickles (BRP-NAS,
+arXiv 2007.08668): 0 none, 1 skip_connect, 2 nor_conv_1x1, 3 nor_conv_3x3, 4 avg_pool_3x3.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+OPS: tuple[str, ...] = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
+NUM_OPS = len(OPS)
+NUM_NODES = 4
+#: (source, target) of each edge, in arch-string order.
+EDGES: tuple[tuple[int, int], ...] = ((0, 1), (0, 2), (1, 2), (0, 3), (1, 3), (2, 3))
+NUM_EDGES = len(EDGES)
+NUM_CELLS = NUM_OPS**NUM_EDGES  # 15,625
+
+_OP_INDEX = {name: i for i, name in enumerate(OPS)}
+NONE, SKIP, CONV1, CONV3, POOL = range(NUM_OPS)
+
+
+class ArchStringError(ValueError):
+    """An architecture string that is not a valid NAS-Bench-201 cell."""
+
+
+@dataclass(frozen=True, order=True)
+class NB201Cell:
+    """One NAS-Bench-201 cell: six operation indices in arch-string edge order."""
+
+    ops: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        ops = tuple(int(o) for o in self.ops)
+        if len(ops) != NUM_EDGES or any(not 0 <= o < NUM_OPS for o in ops):
+            raise ArchStringError(
+                f"NB201 cell {self.ops!r}: expected {NUM_EDGES} operation indices in 0..{NUM_OPS - 1}"
+            )
+        object.__setattr__(self, "ops", ops)
+
+    # -- conversions -------------------------------------------------------------------------
+    @classmethod
+    def from_str(cls, arch_str: str) -> NB201Cell:
+        """Parse an official arch string such as ``|nor_conv_3x3~0|+|skip_connect~0|none~1|+|...|``."""
+        return cls(parse_arch_str(arch_str))
+
+    @classmethod
+    def from_index(cls, ops_index: int) -> NB201Cell:
+        """The cell at position ``ops_index`` of :func:`all_cells` (NOT the official NB201 index)."""
+        if not 0 <= ops_index < NUM_CELLS:
+            raise IndexError(f"NB201 enumeration index {ops_index} out of range 0..{NUM_CELLS - 1}")
+        digits = []
+        for _ in range(NUM_EDGES):
+            ops_index, d = divmod(ops_index, NUM_OPS)
+            digits.append(d)
+        return cls(tuple(reversed(digits)))
+
+    @property
+    def ops_index(self) -> int:
+        """Position in :func:`all_cells` (base-5 number of the op tuple)."""
+        value = 0
+        for o in self.ops:
+            value = value * NUM_OPS + o
+        return value
+
+    def to_str(self) -> str:
+        return format_arch_str(self.ops)
+
+    def __str__(self) -> str:
+        return self.to_str()
+
+    @property
+    def op_names(self) -> tuple[str, ...]:
+        return tuple(OPS[o] for o in self.ops)
+
+    # -- structure ---------------------------------------------------------------------------
+    def is_disconnected(self) -> bool:
+        """True when no path of non-``none`` edges joins the input to the output."""
+        return not _reaches_output(self.ops)
+
+    def canonical_key(self) -> str:
+        """A key equal for isomorphic cells (same function for any weights), see :func:`canonical_key`."""
+        return canonical_key(self.ops)
+
+    def neighbours(self) -> list[NB201Cell]:
+        """The 24 cells that differ from this one in exactly one edge."""
+        out = []
+        for e in range(NUM_EDGES):
+            for o in range(NUM_OPS):
+                if o != self.ops[e]:
+                    ops = list(self.ops)
+                    ops[e] = o
+                    out.append(NB201Cell(tuple(ops)))
+        return out
+
+    def mutate(self, rng: random.Random) -> NB201Cell:
+        """A uniformly random one-edge neighbour (the aging-evolution mutation of NB201)."""
+        return rng.choice(self.neighbours())
+
+    def one_hot(self) -> np.ndarray:
+        """Flat one-hot encoding, shape (6 * 5,), float32."""
+        x = np.zeros((NUM_EDGES, NUM_OPS), dtype=np.float32)
+        x[np.arange(NUM_EDGES), self.ops] = 1.0
+        return x.reshape(-1)
+
+    def to_graph(self) -> CellGraph:
+        return cell_graph(self.ops)
+
+
+def parse_arch_str(arch_str: str) -> tuple[int, ...]:
+    """Official NB201 arch string -> six op indices; raises :class:`ArchStringError` naming the problem."""
+    if not isinstance(arch_str, str):
+        raise ArchStringError(f"NB201 arch string must be a str, got {type(arch_str).__name__}: {arch_str!r}")
+    s = arch_str.strip()
+    nodes = s.split("+")
+    if len(nodes) != NUM_NODES - 1:
+        raise ArchStringError(
+            f"malformed NB201 arch string {arch_str!r}: expected {NUM_NODES - 1} nodes separated by '+', "
+            f"found {len(nodes)}"
+        )
+    ops: dict[tuple[int, int], int] = {}
+    for target, node in enumerate(nodes, start=1):
+        if not (node.startswith("|") and node.endswith("|") and len(node) > 2):
+            raise ArchStringError(
+                f"malformed NB201 arch string {arch_str!r}: node {target} part {node!r} must look like '|op~i|...|'"
+            )
+        edges = node[1:-1].split("|")
+        if len(edges) != target:
+            raise ArchStringError(
+                f"malformed NB201 arch string {arch_str!r}: node {target} must have {target} incoming edges, "
+                f"found {len(edges)} in {node!r}"
+            )
+        for edge in edges:
+            name, sep, src = edge.partition("~")
+            if not sep or not src.isdigit():
+                raise ArchStringError(f"malformed NB201 arch string {arch_str!r}: edge {edge!r} must look like 'op~i'")
+            if name not in _OP_INDEX:
+                raise ArchStringError(
+                    f"NB201 arch string {arch_str!r}: unknown operation {name!r}; expected one of {', '.join(OPS)}"
+                )
+            source = int(src)
+            if source >= target:
+                raise ArchStringError(
+                    f"NB201 arch string {arch_str!r}: edge {edge!r} into node {target} must come from a node < {target}"
+                )
+            if (source, target) in ops:
+                raise ArchStringError(f"NB201 arch string {arch_str!r}: edge {source}->{target} given twice")
+            ops[(source, target)] = _OP_INDEX[name]
+    return tuple(ops[e] for e in EDGES)
+
+
+def format_arch_str(ops: tuple[int, ...]) -> str:
+    """Six op indices -> official arch string (the inverse of :func:`parse_arch_str`)."""
+    parts = []
+    k = 0
+    for target in range(1, NUM_NODES):
+        edges = []
+        for source in range(target):
+            edges.append(f"{OPS[ops[k]]}~{source}")
+            k += 1
+        parts.append("|" + "|".join(edges) + "|")
+    return "+".join(parts)
+
+
+def all_cells() -> list[NB201Cell]:
+    """All 15,625 cells, in base-5 order of the op tuple (not the official NB201 index order)."""
+    return [NB201Cell(ops) for ops in itertools.product(range(NUM_OPS), repeat=NUM_EDGES)]
+
+
+def iter_cells() -> Iterator[NB201Cell]:
+    for ops in itertools.product(range(NUM_OPS), repeat=NUM_EDGES):
+        yield NB201Cell(ops)
+
+
+def sample_cell(rng: random.Random) -> NB201Cell:
+    return NB201Cell(tuple(rng.randrange(NUM_OPS) for _ in range(NUM_EDGES)))
+
+
+def _reaches_output(ops: tuple[int, ...]) -> bool:
+    reached = {0}
+    for (src, dst), op in zip(EDGES, ops):  # edges are in topological order of their targets
+        if op != NONE and src in reached:
+            reached.add(dst)
+    return NUM_NODES - 1 in reached
+
+
+def canonical_key(ops: tuple[int, ...]) -> str:
+    """Isomorphism-aware key of a cell, exactly NB201's ``CellStructure.to_unique_str(consider_zero=True)``.
+
+    Each node is written as the sorted sum of its inputs' terms; ``skip_connect`` passes its input's
+    term on, a convolution or pooling wraps it as ``(term)@op``, and ``none`` (or an input whose term is
+    exactly ``#``) is the zero term ``#``. This reproduces the published 6,466 unique cells of 15,625.
+    Like the reference, it does not reduce a node whose inputs are all zero (``#+#``) to ``#``; doing
+    so would merge a few more equivalent cells (6,285 classes) but would no longer match the benchmark.
+    """
+    terms = {0: "0"}
+    k = 0
+    for target in range(1, NUM_NODES):
+        inputs = []
+        for source in range(target):
+            op = ops[k]
+            k += 1
+            t = terms[source]
+            if op == NONE or t == "#":
+                inputs.append("#")
+            elif op == SKIP:
+                inputs.append(t)
+            else:
+                inputs.append(f"({t})@{OPS[op]}")
+        terms[target] = "+".join(sorted(inputs))
+    return terms[NUM_NODES - 1]
+
+
+@dataclass(frozen=True)
+class CellGraph:
+    """Operations-on-nodes DAG of a cell, as used by BRP-NAS graph predictors.
+
+    ``labels[i]`` is ``"input"``, ``"output"`` or an op name; ``adjacency[i, j] = 1`` for an edge i -> j.
+    Node 0 is the input, the last node the output, op nodes in arch-string edge order between.
+    ``none`` edges are removed and op nodes not on an input-to-output path are pruned; a disconnected
+    cell is the two nodes input and output with no edge.
+    """
+
+    labels: tuple[str, ...]
+    adjacency: np.ndarray
+
+
+def cell_graph(ops: tuple[int, ...]) -> CellGraph:
+    op_edges = [(e, EDGES[e], op) for e, op in enumerate(ops) if op != NONE]
+    # Reachability over op-nodes: an op on edge (i, j) follows any op on an edge (h, i).
+    from_input = {e for e, (src, _), _ in op_edges if src == 0}
+    changed = True
+    while changed:
+        changed = False
+        for e, (src, _), _ in op_edges:
+            if e not in from_input and any(EDGES[f][1] == src for f in from_input):
+                from_input.add(e)
+                changed = True
+    to_output = {e for e, (_, dst), _ in op_edges if dst == NUM_NODES - 1}
+    changed = True
+    while changed:
+        changed = False
+        for e, (_, dst), _ in op_edges:
+            if e not in to_output and any(EDGES[f][0] == dst for f in to_output):
+                to_output.add(e)
+                changed = True
+    kept = [(e, edge, op) for e, edge, op in op_edges if e in from_input and e in to_output]
+    n = len(kept) + 2
+    adj = np.zeros((n, n), dtype=np.float32)
+    position = {e: i + 1 for i, (e, _, _) in enumerate(kept)}
+    for e, (src, dst), _ in kept:
+        if src == 0:
+            adj[0, position[e]] = 1
+        if dst == NUM_NODES - 1:
+            adj[position[e], n - 1] = 1
+        for f, (src2, _), _ in kept:
+            if src2 == dst:
+                adj[position[e], position[f]] = 1
+    labels = ("input", *(OPS[op] for _, _, op in kept), "output")
+    return CellGraph(labels=labels, adjacency=adj)
