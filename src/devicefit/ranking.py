@@ -51,7 +51,7 @@ def top_fraction_overlap(
     s, t = _pair(score, truth)
     if not 0 < fraction <= 1:
         raise ValueError(f"fraction must be in (0, 1], got {fraction}")
-    k = max(1, int(round(fraction * s.size)))
+    k = max(1, round(fraction * s.size))
     top_s = set(np.argsort(-s, kind="stable")[:k].tolist())
     top_t = set(np.argsort(-t, kind="stable")[:k].tolist())
     return len(top_s & top_t) / k

@@ -17,8 +17,9 @@ app = typer.Typer(
 
 # Importing registers the commands (order = order in --help).
 from . import foundation as _foundation  # noqa: E402,F401
-from . import proxies as _proxies  # noqa: E402,F401
 from . import predictor as _predictor  # noqa: E402,F401
+from . import proxies as _proxies  # noqa: E402,F401
+from . import space as _space  # noqa: E402,F401
 
 
 def main() -> None:

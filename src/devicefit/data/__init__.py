@@ -40,5 +40,7 @@ __all__ = [
     "load_nb201_table",
     "load_npz_images",
     "random_crop_flip",
+    "read_latency_csv",
     "to_tensor",
+    "write_latency_csv",
 ]

@@ -27,7 +27,9 @@ def data_dir(explicit: str | os.PathLike[str] | None = None, *, required: bool =
     if not path.is_dir():
         if not required:
             return None
-        raise DataFileError(f"data directory {str(path)!r} (from {'--data-dir' if explicit else ENV_VAR}) does not exist")
+        raise DataFileError(
+            f"data directory {str(path)!r} (from {'--data-dir' if explicit else ENV_VAR}) does not exist"
+        )
     return path
 
 

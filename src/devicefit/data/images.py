@@ -41,7 +41,9 @@ class ImageSet:
 
     def __post_init__(self) -> None:
         if self.x.ndim != 4 or self.x.shape[-1] not in (1, 3) or self.x.dtype != np.uint8:
-            raise DataFileError(f"images must be uint8 (N, H, W, C) with C in (1, 3), got {self.x.dtype} {self.x.shape}")
+            raise DataFileError(
+                f"images must be uint8 (N, H, W, C) with C in (1, 3), got {self.x.dtype} {self.x.shape}"
+            )
         if self.y.shape != (self.x.shape[0],):
             raise DataFileError(f"labels must have shape ({self.x.shape[0]},), got {self.y.shape}")
 
@@ -49,7 +51,9 @@ class ImageSet:
         return int(self.x.shape[0])
 
 
-def load_image_folder_tarball(path: str | os.PathLike[str], split: str = "train", limit_per_class: int | None = None) -> ImageSet:
+def load_image_folder_tarball(
+    path: str | os.PathLike[str], split: str = "train", limit_per_class: int | None = None
+) -> ImageSet:
     """Read ``<split>/<class>/<file>.jpg|png`` members of a tar(.gz) into memory (classes sorted by name)."""
     from PIL import Image  # local import: only this reader needs Pillow
 
@@ -63,7 +67,7 @@ def load_image_folder_tarball(path: str | os.PathLike[str], split: str = "train"
                 if not member.isfile():
                     continue
                 parts = Path(member.name).parts
-                parts = parts[parts.index(split):] if split in parts else ()
+                parts = parts[parts.index(split) :] if split in parts else ()
                 if len(parts) != 3 or not parts[2].lower().endswith((".jpg", ".jpeg", ".png")):
                     continue
                 cls = parts[1]
@@ -116,6 +120,8 @@ def _read_idx(path: Path, expected_magic: int) -> np.ndarray:
     if len(raw) < 8 or int.from_bytes(raw[:4], "big") != expected_magic:
         raise DataFileError(f"IDX file {str(path)!r}: bad magic number, expected {expected_magic}")
     ndim = raw[3]
+    if len(raw) < 4 + 4 * ndim:
+        raise DataFileError(f"IDX file {str(path)!r} is truncated: header of {ndim} dimensions incomplete")
     dims = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
     data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
     if data.size != int(np.prod(dims)):

@@ -82,13 +82,15 @@ class LatencyTable:
 
 # -- LatBench pickles -----------------------------------------------------------------------------
 class _SafeUnpickler(pickle.Unpickler):
-    _ALLOWED = {
-        ("numpy.core.multiarray", "scalar"),
-        ("numpy._core.multiarray", "scalar"),
-        ("numpy", "dtype"),
-    }
+    _ALLOWED: frozenset[tuple[str, str]] = frozenset(
+        {
+            ("numpy.core.multiarray", "scalar"),
+            ("numpy._core.multiarray", "scalar"),
+            ("numpy", "dtype"),
+        }
+    )
 
-    def find_class(self, module: str, name: str):  # noqa: ANN201
+    def find_class(self, module: str, name: str):
         if (module, name) in self._ALLOWED:
             return super().find_class(module, name)
         raise pickle.UnpicklingError(f"refusing to load {module}.{name}: only plain data and numpy scalars allowed")
@@ -149,7 +151,9 @@ def read_latency_csv(
         col = pd.to_numeric(df[name], errors="coerce").to_numpy(dtype=np.float64)
         bad = df[name].notna().to_numpy() & ~np.isfinite(col)
         if bad.any():
-            raise DataFileError(f"latency CSV {str(p)!r}: column {name!r} has non-numeric value {df[name][bad].iloc[0]!r}")
+            raise DataFileError(
+                f"latency CSV {str(p)!r}: column {name!r} has non-numeric value {df[name][bad].iloc[0]!r}"
+            )
         values = {c: float(v) for c, v in zip(cells, col) if not np.isnan(v)}
         tables[name] = LatencyTable(device=name, unit=unit, values=values, source=source, meta={"path": str(p)})
     return tables
@@ -170,7 +174,9 @@ def write_latency_csv(path: str | os.PathLike[str], tables: list[LatencyTable]) 
     df.to_csv(path, index=False, float_format="%.6g")
 
 
-def load_help(path: str | os.PathLike[str] | None = None, *, data_dir_path: str | os.PathLike[str] | None = None) -> dict[str, LatencyTable]:
+def load_help(
+    path: str | os.PathLike[str] | None = None, *, data_dir_path: str | os.PathLike[str] | None = None
+) -> dict[str, LatencyTable]:
     """All device columns of the HELP NB201 latency CSV (milliseconds)."""
     if path is None:
         root = data_dir(data_dir_path)

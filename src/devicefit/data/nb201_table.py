@@ -90,7 +90,9 @@ class NB201Table:
         return self.cells[i], float(col[i])
 
 
-def load_nb201_table(path: str | os.PathLike[str] | None = None, *, data_dir: str | os.PathLike[str] | None = None) -> NB201Table:
+def load_nb201_table(
+    path: str | os.PathLike[str] | None = None, *, data_dir: str | os.PathLike[str] | None = None
+) -> NB201Table:
     """Read the NB201 accuracy CSV (``path``, or ``nb201/nb201_accuracy.csv`` in the data directory)."""
     p = Path(path) if path is not None else data_file(RELATIVE_PATH, data_dir)
     try:

@@ -268,3 +268,15 @@ def cell_graph(ops: tuple[int, ...]) -> CellGraph:
                 adj[position[e], position[f]] = 1
     labels = ("input", *(OPS[op] for _, _, op in kept), "output")
     return CellGraph(labels=labels, adjacency=adj)
+
+
+def space_statistics() -> dict[str, int]:
+    """Size of the space: all cells, unique cells up to isomorphism, cells with a disconnected output."""
+    cells = all_cells()
+    return {
+        "cells": len(cells),
+        "unique": len({c.canonical_key() for c in cells}),
+        "disconnected": sum(c.is_disconnected() for c in cells),
+        "operations": NUM_OPS,
+        "edges": NUM_EDGES,
+    }

@@ -110,7 +110,9 @@ class NB201Network(nn.Module):
         return self.classifier(self.global_pooling(out).flatten(1))
 
 
-def build_nb201(cell: NB201Cell | str, channels: int = 16, cells_per_stage: int = 5, num_classes: int = 10) -> NB201Network:
+def build_nb201(
+    cell: NB201Cell | str, channels: int = 16, cells_per_stage: int = 5, num_classes: int = 10
+) -> NB201Network:
     """Build the NB201 CIFAR network of ``cell`` (a cell or an arch string)."""
     if isinstance(cell, str):
         cell = NB201Cell.from_str(cell)

@@ -1,0 +1,125 @@
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from devicefit.spaces import NUM_CELLS, ArchStringError, NB201Cell, all_cells, build_nb201, parse_arch_str, sample_cell
+
+FULL_CELL = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_3x3~2|"
+
+
+def test_all_arch_strings_round_trip() -> None:
+    cells = all_cells()
+    assert len(cells) == NUM_CELLS == 15_625
+    strings = [c.to_str() for c in cells]
+    assert len(set(strings)) == NUM_CELLS
+    assert all(NB201Cell.from_str(s) == c for s, c in zip(strings, cells))
+    assert all(NB201Cell.from_index(c.ops_index) == c for c in cells[::97])
+
+
+def test_arch_string_edge_order_matches_latbench_tuple() -> None:
+    cell = NB201Cell.from_str("|avg_pool_3x3~0|+|nor_conv_1x1~0|skip_connect~1|+|nor_conv_1x1~0|skip_connect~1|none~2|")
+    assert cell.ops == (4, 2, 1, 2, 1, 0)
+
+
+def test_unique_canonical_keys_match_published_count() -> None:
+    assert len({c.canonical_key() for c in all_cells()}) == 6_466
+
+
+def test_isomorphic_cells_share_a_key() -> None:
+    # conv directly into the output plus pooling through node 1, or the other way round: same function.
+    a = NB201Cell.from_str("|avg_pool_3x3~0|+|none~0|none~1|+|nor_conv_3x3~0|skip_connect~1|none~2|")
+    b = NB201Cell.from_str("|nor_conv_3x3~0|+|none~0|none~1|+|avg_pool_3x3~0|skip_connect~1|none~2|")
+    assert a != b and a.canonical_key() == b.canonical_key()
+    c = NB201Cell.from_str("|nor_conv_3x3~0|+|none~0|none~1|+|avg_pool_3x3~0|nor_conv_1x1~1|none~2|")
+    assert c.canonical_key() != a.canonical_key()
+
+
+def test_disconnected_cells() -> None:
+    disconnected = [c for c in all_cells() if c.is_disconnected()]
+    assert len(disconnected) == 341
+    assert NB201Cell((0,) * 6).is_disconnected()
+    assert not NB201Cell((0, 0, 0, 1, 0, 0)).is_disconnected()  # skip from input straight to output
+    assert NB201Cell((3, 0, 0, 0, 0, 3)).is_disconnected()  # node 2 is never fed
+    graph = NB201Cell((0,) * 6).to_graph()
+    assert graph.labels == ("input", "output") and graph.adjacency.sum() == 0
+
+
+def test_neighbours_and_mutation() -> None:
+    cell = NB201Cell.from_str(FULL_CELL)
+    nbrs = cell.neighbours()
+    assert len(nbrs) == 24 and len(set(nbrs)) == 24 and cell not in nbrs
+    assert all(sum(a != b for a, b in zip(n.ops, cell.ops)) == 1 for n in nbrs)
+    rng = random.Random(0)
+    assert cell.mutate(rng) in nbrs
+    samples = {sample_cell(rng) for _ in range(200)}
+    assert len(samples) > 190  # 200 draws from 15,625 cells rarely repeat
+
+
+def test_graph_encoding_prunes_dangling_ops() -> None:
+    # Edge 0->1 conv feeds node 1, which only leaves through none edges: it is dangling.
+    cell = NB201Cell.from_str("|nor_conv_3x3~0|+|avg_pool_3x3~0|none~1|+|none~0|none~1|skip_connect~2|")
+    g = cell.to_graph()
+    assert g.labels == ("input", "avg_pool_3x3", "skip_connect", "output")
+    expected = np.zeros((4, 4), dtype=np.float32)
+    expected[0, 1] = expected[1, 2] = expected[2, 3] = 1
+    np.testing.assert_array_equal(g.adjacency, expected)
+    full = NB201Cell.from_str(FULL_CELL).to_graph()
+    assert (
+        len(full.labels) == 8 and full.adjacency.sum() == 3 + 2 + 1 + 1 + 3
+    )  # from input, e0->(e2,e4), e1->e5, e2->e5, to output
+    assert np.allclose(np.triu(full.adjacency, 1), full.adjacency)  # a DAG in topological order
+
+
+@pytest.mark.parametrize(
+    "bad, fragment",
+    [
+        ("", "3 nodes"),
+        ("|nor_conv_3x3~0|+|nor_conv_3x3~0|", "3 nodes"),
+        ("|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|", "3 incoming"),
+        (
+            "|conv_5x5~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_3x3~2|",
+            "unknown operation",
+        ),
+        ("|nor_conv_3x3~1|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_3x3~2|", "node < 1"),
+        ("|nor_conv_3x3-0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_3x3~2|", "op~i"),
+        ("nor_conv_3x3~0+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_3x3~2|", "|op~i|"),
+    ],
+)
+def test_malformed_arch_strings_name_the_problem(bad: str, fragment: str) -> None:
+    with pytest.raises(ArchStringError) as info:
+        parse_arch_str(bad)
+    assert fragment in str(info.value) and repr(bad) in str(info.value)
+
+
+def test_bad_cells_and_indices() -> None:
+    with pytest.raises(ArchStringError, match="6 operation indices"):
+        NB201Cell((0, 1, 5, 0, 0, 0))
+    with pytest.raises(IndexError, match="out of range"):
+        NB201Cell.from_index(NUM_CELLS)
+
+
+def test_params_match_benchmark_table(nb201_table) -> None:
+    rng = random.Random(1)
+    rows = rng.sample(range(len(nb201_table)), 12)
+    params_m = nb201_table.column("params_M")
+    for row in rows:
+        model = build_nb201(nb201_table.cells[row])
+        n = sum(p.numel() for p in model.parameters())
+        assert n / 1e6 == pytest.approx(params_m[row], abs=6e-6), nb201_table.cells[row].to_str()
+
+
+def test_built_model_runs_and_checks_its_input() -> None:
+    model = build_nb201(FULL_CELL, num_classes=7).eval()
+    with torch.no_grad():
+        out = model(torch.randn(2, 3, 32, 32))
+    assert out.shape == (2, 7) and torch.isfinite(out).all()
+    with pytest.raises(ValueError, match=r"\(N, 3, H, W\)"):
+        model(torch.randn(2, 1, 32, 32))
+    # A disconnected cell still builds and runs (its cells output zeros).
+    dead = build_nb201(NB201Cell((0,) * 6)).eval()
+    with torch.no_grad():
+        assert dead(torch.randn(1, 3, 32, 32)).shape == (1, 10)
