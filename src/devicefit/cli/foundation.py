@@ -1,1 +1,249 @@
-"""Foundation CLI commands."""
+"""Foundation CLI commands: ``info``, ``measure``, ``devices`` and ``demo``."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from ..data import data_dir, load_device_tables, load_nb201_table
+from ..data.datadir import DataFileError
+from ..spaces import NB201Cell, build_nb201
+from . import app
+from .common import DataDirOption, JsonOption, clean_errors, print_json
+
+NB201_INPUT_SHAPE = (3, 32, 32)
+_INDEX_PREFIX = "nb201:"
+
+
+def resolve_arch(text: str, data_dir_path: str | os.PathLike[str] | None = None) -> tuple[NB201Cell, int | None]:
+    """An NB201 cell from an arch string or ``nb201:INDEX`` (official index, looked up in the NB201 table).
+
+    Returns the cell and its official index (``None`` for an arch string when no data directory is set).
+    """
+    text = text.strip()
+    if text.lower().startswith(_INDEX_PREFIX):
+        raw = text[len(_INDEX_PREFIX) :]
+        try:
+            index = int(raw)
+        except ValueError:
+            raise ValueError(
+                f"architecture {text!r}: expected nb201:INDEX with an integer INDEX, got {raw!r}"
+            ) from None
+        table = load_nb201_table(data_dir=data_dir_path)
+        return table.cell_at(index), index
+    cell = NB201Cell.from_str(text)
+    root = data_dir(data_dir_path, required=False)
+    if root is None:
+        return cell, None
+    try:
+        return cell, load_nb201_table(data_dir=root).index_of(cell)
+    except (KeyError, DataFileError):
+        return cell, None
+
+
+def _console() -> Console:
+    return Console(highlight=False)
+
+
+def _mega(x: float) -> str:
+    return f"{x / 1e6:,.2f} M"
+
+
+def _kib(x: float) -> str:
+    return f"{x / 1024:,.1f} KiB"
+
+
+@app.command()
+@clean_errors
+def info(
+    arch: str = typer.Argument(..., help="NB201 arch string, or nb201:INDEX (official index)."),
+    data_dir_path: Path | None = DataDirOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Cost (params, MACs, memory), benchmark accuracies and all known device latencies of one NB201 cell."""
+    from ..hardware.counting import count_model
+
+    cell, index = resolve_arch(arch, data_dir_path)
+    cost = count_model(build_nb201(cell), NB201_INPUT_SHAPE)
+    root = data_dir(data_dir_path, required=data_dir_path is not None)
+    accuracies: dict[str, Any] = {}
+    latencies_ms: dict[str, float | None] = {}
+    if root is not None:
+        table = load_nb201_table(data_dir=root)
+        record = table.record(cell)
+        accuracies = {k: v for k, v in record.items() if k in table.accuracy_columns}
+        for name, lat in sorted(load_device_tables(root).items()):
+            latencies_ms[name] = lat.get(cell)
+    out = {
+        "arch_str": cell.to_str(),
+        "nb201_index": index,
+        "disconnected": cell.is_disconnected(),
+        "canonical_key": cell.canonical_key(),
+        "cost": cost.to_dict(),
+        "accuracy_pct": accuracies,
+        "latency_ms": latencies_ms,
+        "data_dir": None if root is None else str(root),
+    }
+    if as_json:
+        print_json(out)
+        return
+    con = _console()
+    con.print(f"[bold]{cell.to_str()}[/bold]" + (f"  (NB201 index {index})" if index is not None else ""))
+    if cell.is_disconnected():
+        con.print("[yellow]disconnected cell: no path from input to output (chance accuracy)[/yellow]")
+    t = Table(title="cost (NB201 CIFAR network, C=16, N=5, input 1x3x32x32)")
+    t.add_column("quantity")
+    t.add_column("value", justify="right")
+    t.add_row("params", f"{cost.params:,}")
+    t.add_row("MACs (conv + linear)", _mega(cost.macs))
+    t.add_row("FLOPs (= 2 x MACs)", _mega(cost.flops))
+    t.add_row("peak activation memory", _kib(cost.peak_activation_bytes))
+    t.add_row("model size fp32 / fp16 / int8", " / ".join(_kib(b) for b in (cost.model_bytes_fp32,
+                                                                             cost.model_bytes_fp16,
+                                                                             cost.model_bytes_int8)))
+    con.print(t)
+    if root is None:
+        con.print("No data directory (pass --data-dir or set DEVICEFIT_DATA): accuracies and device latencies omitted.")
+        return
+    t = Table(title="NB201 accuracies, %")
+    t.add_column("column")
+    t.add_column("value", justify="right")
+    for k, v in accuracies.items():
+        t.add_row(k, "—" if v is None else f"{v:.2f}")
+    con.print(t)
+    t = Table(title="device latencies, ms")
+    t.add_column("device")
+    t.add_column("latency ms", justify="right")
+    for k, v in latencies_ms.items():
+        t.add_row(k, "— (not in table)" if v is None else f"{v:.4g}")
+    con.print(t)
+
+
+@app.command()
+@clean_errors
+def measure(
+    arch: str = typer.Argument(..., help="NB201 arch string, or nb201:INDEX (official index; needs the data)."),
+    runtime: str = typer.Option("onnxruntime", "--runtime", help="torch or onnxruntime."),
+    repeats: int = typer.Option(50, "--repeats", help="Timed runs."),
+    warmup: int = typer.Option(10, "--warmup", help="Untimed runs first."),
+    threads: int = typer.Option(1, "--threads", help="CPU threads of the runtime."),
+    batch_size: int = typer.Option(1, "--batch-size", help="Batch size."),
+    data_dir_path: Path | None = DataDirOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Measure the latency of one NB201 cell on this machine's CPU (median and inter-quartile range)."""
+    from ..hardware.counting import count_model
+    from ..hardware.measure import measure_latency
+
+    cell, index = resolve_arch(arch, data_dir_path)
+    model = build_nb201(cell)
+    cost = count_model(model, NB201_INPUT_SHAPE, batch_size=batch_size)
+    m = measure_latency(
+        model, NB201_INPUT_SHAPE, runtime, warmup=warmup, repeats=repeats, threads=threads,  # type: ignore[arg-type]
+        batch_size=batch_size,
+    )
+    out = {
+        "arch_str": cell.to_str(),
+        "nb201_index": index,
+        "latency_ms": {"median": m.median_ms, "p25": m.p25_ms, "p75": m.p75_ms},
+        "cpu_time_ms": {"median": m.cpu_median_ms, "p25": m.cpu_p25_ms, "p75": m.cpu_p75_ms},
+        "samples": m.samples,
+        "macs": cost.macs,
+        "params": cost.params,
+        "protocol": m.protocol,
+    }
+    if as_json:
+        print_json(out)
+        return
+    con = _console()
+    con.print(f"[bold]{cell.to_str()}[/bold]" + (f"  (NB201 index {index})" if index is not None else ""))
+    con.print(
+        f"latency {m.median_ms:.4f} ms (median; IQR {m.p25_ms:.4f}–{m.p75_ms:.4f} ms over {m.samples} runs)  "
+        f"MACs {_mega(cost.macs)}  params {cost.params:,}"
+    )
+    con.print(f"thread CPU time {m.cpu_median_ms:.4f} ms (median; differs from latency when other processes compete)")
+    p = m.protocol
+    con.print(
+        f"[dim]{p['runtime']} on {p['cpu']}, {p['threads']} thread(s), batch {p['batch_size']}, "
+        f"{p['warmup']} warm-up + {p['repeats']} timed runs, {p['date_utc']}[/dim]"
+    )
+
+
+@app.command()
+@clean_errors
+def devices(data_dir_path: Path | None = DataDirOption, as_json: bool = JsonOption) -> None:
+    """List devices: this machine and every latency table in the data directory, with source and cell count."""
+    from ..hardware.devices import list_devices
+
+    found = list_devices(data_dir_path)
+    if as_json:
+        print_json([d.to_dict() for d in found])
+        return
+    t = Table(title=f"{len(found)} devices")
+    t.add_column("device")
+    t.add_column("source")
+    t.add_column("cells", justify="right")
+    t.add_column("unit")
+    for d in found:
+        t.add_row(d.name, d.source, "on demand" if d.source == "measured" else f"{d.cells:,}", d.unit)
+    con = _console()
+    con.print(t)
+    if len(found) == 1:
+        con.print("No data directory (pass --data-dir or set DEVICEFIT_DATA): only this machine is listed.")
+
+
+@app.command()
+@clean_errors
+def demo(
+    out: Path = typer.Option(Path("demo-output"), "--out", help="Output folder (results store, summary, plot)."),
+    data_dir_path: Path | None = DataDirOption,
+    sample: int = typer.Option(100, "--sample", help="Number of NB201 cells to measure (unique, connected)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the cell sample."),
+    runtime: str = typer.Option("onnxruntime", "--runtime", help="torch or onnxruntime."),
+    repeats: int = typer.Option(50, "--repeats", help="Timed runs per cell."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Measure NB201 cells on this machine; rank them by MACs and other devices; accuracy-latency Pareto front."""
+    from ..demo import run_demo
+
+    result = run_demo(
+        out, data_dir_path, sample=sample, seed=seed, runtime=runtime, repeats=repeats, progress=not as_json
+    )
+    if as_json:
+        print_json(result.to_dict())
+        return
+    con = _console()
+    p = result.protocol
+    con.print(
+        f"[bold]{result.cells} NB201 cells[/bold] measured on {p.get('cpu', 'this CPU')} with {result.runtime} "
+        f"(fp32, batch 1, {p.get('threads', 1)} thread, {p.get('repeats')} timed runs each; "
+        f"{result.newly_measured} new, the rest resumed from {out / 'demo_results.sqlite'}); "
+        f"median latency {result.median_latency_ms:.3f} ms"
+    )
+    t = Table(title="How well does X rank this machine's latency? (Spearman rho)")
+    t.add_column("ranked by")
+    t.add_column("source")
+    t.add_column("cells", justify="right")
+    t.add_column("Spearman rho", justify="right")
+    t.add_row("MACs", "counted", str(result.cells), f"{result.spearman_macs:.3f}")
+    t.add_row("params", "counted", str(result.cells), f"{result.spearman_params:.3f}")
+    for d in result.device_spearman:
+        t.add_row(f"{d['device']} latency", d["source"], str(d["cells"]), f"{d['spearman']:.3f}")
+    con.print(t)
+    if result.pareto:
+        t = Table(title="Pareto front: NB201 CIFAR-10 test accuracy (200 ep) against latency here")
+        for col in ("NB201 index", "latency ms", "accuracy %", "MACs"):
+            t.add_column(col, justify="right")
+        t.add_column("arch", overflow="fold")
+        for r in result.pareto:
+            t.add_row(str(r["nb201_index"]), f"{r['latency_ms']:.3f}", f"{r['accuracy']:.2f}", _mega(r["macs"]),
+                      r["arch_str"])
+        con.print(t)
+    for note in result.notes:
+        con.print(note)
+    con.print(f"plot: {result.plot}\nsummary: {out / 'demo_summary.json'}")

@@ -1,0 +1,117 @@
+"""The foundation CLI commands (info, measure, devices, demo) through Typer's CliRunner."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from devicefit.cli import app
+from devicefit.cli.foundation import resolve_arch
+from devicefit.demo import run_demo, sample_unique_cells
+from devicefit.spaces import NB201Cell
+
+runner = CliRunner()
+ARCH = "|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|"
+
+
+def _json(args: list[str]) -> dict:
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    return json.loads(result.output)
+
+
+def _fails(args: list[str], expected: str) -> None:
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2, result.output
+    message = result.output.strip()
+    assert message.startswith("error:") and "\n" not in message and expected in message
+
+
+def test_info_without_data(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DEVICEFIT_DATA", raising=False)
+    out = _json(["info", ARCH, "--json"])
+    assert out["arch_str"] == ARCH and out["nb201_index"] is None
+    assert out["cost"]["flops"] == 2 * out["cost"]["macs"] > 0
+    assert out["accuracy_pct"] == {} and out["latency_ms"] == {}
+
+
+def test_info_by_index_with_data(data_root: Path, nb201_table) -> None:
+    out = _json(["info", "nb201:6111", "--json", "--data-dir", str(data_root)])
+    cell = nb201_table.cell_at(6111)
+    assert out["arch_str"] == cell.to_str() and out["nb201_index"] == 6111
+    assert out["accuracy_pct"]["c10_test_200ep"] == pytest.approx(94.37, abs=0.01)  # the published optimum
+    # Parameter count of the built network equals the benchmark's params_M (stored to 6 significant digits).
+    assert out["cost"]["params"] / 1e6 == pytest.approx(nb201_table.value(cell, "params_M"), rel=1e-5)  # 6 digits
+    latencies = out["latency_ms"]
+    assert len(latencies) > 10 and all(v is None or v > 0 for v in latencies.values())
+
+
+def test_resolve_arch_by_index_and_string(data_root: Path, nb201_table) -> None:
+    cell, index = resolve_arch("nb201:0", data_root)
+    assert index == 0 and cell == nb201_table.cell_at(0)
+    assert resolve_arch(cell.to_str(), data_root) == (cell, 0)
+
+
+def test_measure_json(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DEVICEFIT_DATA", raising=False)
+    out = _json(["measure", ARCH, "--runtime", "torch", "--repeats", "3", "--warmup", "1", "--json"])
+    lat = out["latency_ms"]
+    assert 0 < lat["p25"] <= lat["median"] <= lat["p75"]
+    assert 0 < out["cpu_time_ms"]["median"]
+    assert out["macs"] > 0 and out["params"] > 0
+    assert out["protocol"]["runtime"] == "torch" and out["protocol"]["repeats"] == 3
+
+
+def test_devices_json(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.delenv("DEVICEFIT_DATA", raising=False)
+    out = _json(["devices", "--json"])
+    assert [d["name"] for d in out] == ["local-cpu"]
+    _fails(["devices", "--data-dir", str(tmp_path / "nowhere")], "does not exist")
+
+
+def test_bad_input_gives_one_line_error(monkeypatch: pytest.MonkeyPatch, data_root: Path) -> None:
+    _fails(["info", "|nor_conv_3x3~0|+|bogus~0|"], "arch string")
+    _fails(["info", "nb201:99999", "--data-dir", str(data_root)], "99999")
+    _fails(["info", "nb201:abc", "--data-dir", str(data_root)], "integer INDEX")
+    _fails(["measure", ARCH, "--runtime", "tvm"], "tvm")
+    monkeypatch.delenv("DEVICEFIT_DATA", raising=False)
+    _fails(["info", "nb201:5"], "no data directory")
+
+
+def test_sample_unique_cells() -> None:
+    cells = sample_unique_cells(40, seed=3)
+    assert len({c.canonical_key() for c in cells}) == 40
+    assert not any(c.is_disconnected() for c in cells)
+    assert sample_unique_cells(10, seed=3) == cells[:10]
+    with pytest.raises(ValueError, match="6466"):
+        sample_unique_cells(7000)
+
+
+def test_demo_without_data_resumes(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.delenv("DEVICEFIT_DATA", raising=False)
+    first = run_demo(tmp_path, sample=4, repeats=2, warmup=0, runtime="torch", progress=False)
+    assert first.newly_measured == 4 and first.plot is not None and first.plot.is_file()
+    assert -1 <= first.spearman_macs <= 1 and first.notes and not first.pareto
+    again = run_demo(tmp_path, sample=5, repeats=2, warmup=0, runtime="torch", progress=False)
+    assert again.newly_measured == 1 and again.cells == 5  # the first 4 come from the store
+    with pytest.raises(ValueError, match="repeats"):  # a store made with other settings is not mixed
+        run_demo(tmp_path, sample=5, repeats=3, warmup=0, runtime="torch", progress=False)
+
+
+def test_demo_cli_with_data(data_root: Path, tmp_path: Path, nb201_table) -> None:
+    out = _json(["demo", "--out", str(tmp_path), "--data-dir", str(data_root), "--sample", "6", "--repeats", "2",
+                 "--runtime", "torch", "--json"])
+    assert out["cells"] == 6 and Path(out["plot"]).is_file()
+    assert (tmp_path / "demo_summary.json").is_file()
+    assert len(out["device_spearman"]) > 10
+    front = out["pareto"]
+    assert front and all(a["latency_ms"] <= b["latency_ms"] and a["accuracy"] < b["accuracy"]
+                         for a, b in itertools.pairwise(front))
+    for row in front:
+        cell = NB201Cell.from_str(row["arch_str"])
+        assert nb201_table.index_of(cell) == row["nb201_index"]
+        assert row["accuracy"] == pytest.approx(nb201_table.value(cell, "c10_test_200ep"))
