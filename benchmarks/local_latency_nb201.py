@@ -32,9 +32,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS_DIR, markdown_table, write_results
 
-from devicefit.demo import sample_unique_cells
 from devicefit.hardware.measure import make_runner, protocol, summarize, time_runner
-from devicefit.spaces import NB201Cell, build_nb201
+from devicefit.spaces import NB201Cell, build_nb201, sample_unique_cells
 from devicefit.study import ResultStore
 
 NAME = "local_latency_nb201"

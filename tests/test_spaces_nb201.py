@@ -123,3 +123,9 @@ def test_built_model_runs_and_checks_its_input() -> None:
     dead = build_nb201(NB201Cell((0,) * 6)).eval()
     with torch.no_grad():
         assert dead(torch.randn(1, 3, 32, 32)).shape == (1, 10)
+
+
+def test_unique_connected_cells_bound_used_by_samplers() -> None:
+    from devicefit.spaces.nb201 import UNIQUE_CONNECTED_CELLS
+
+    assert len({c.canonical_key() for c in all_cells() if not c.is_disconnected()}) == UNIQUE_CONNECTED_CELLS

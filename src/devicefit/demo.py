@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,7 @@ from .data import data_dir, load_device_tables, load_nb201_table
 from .hardware.counting import count_macs, count_params
 from .hardware.measure import RUNTIMES, measure_latency
 from .ranking import spearman
-from .spaces import NB201Cell, build_nb201, sample_cell
+from .spaces import NB201Cell, build_nb201, sample_unique_cells
 from .study import ResultStore
 from .study.pareto import pareto_front
 
@@ -35,26 +34,6 @@ STORE_NAME = "demo_results.sqlite"
 SUMMARY_NAME = "demo_summary.json"
 PLOT_NAME = "pareto_accuracy_vs_local_latency.png"
 PLOT_NAME_NO_DATA = "macs_vs_local_latency.png"
-
-
-def sample_unique_cells(n: int, seed: int = 0) -> list[NB201Cell]:
-    """``n`` random NB201 cells with distinct canonical keys and none disconnected, in sampling order.
-
-    The sample for ``n`` is a prefix of the sample for any larger ``n`` with the same seed.
-    """
-    if not 1 <= n <= 6466:
-        raise ValueError(f"sample size must be in 1..6466 (the unique NB201 cells), got {n}")
-    rng = random.Random(seed)
-    seen: set[str] = set()
-    cells: list[NB201Cell] = []
-    while len(cells) < n:
-        cell = sample_cell(rng)
-        key = cell.canonical_key()
-        if cell.is_disconnected() or key in seen:
-            continue
-        seen.add(key)
-        cells.append(cell)
-    return cells
 
 
 @dataclass
@@ -107,9 +86,15 @@ def _measure_all(
             macs = count_macs(model, torch.zeros(1, *INPUT_SHAPE))
             store.put(
                 cell.to_str(),
-                {"latency_ms": m.median_ms, "p25_ms": m.p25_ms, "p75_ms": m.p75_ms, "cpu_ms": m.cpu_median_ms,
-                 "macs": macs,
-                 "params": count_params(model), "protocol": m.protocol},
+                {
+                    "latency_ms": m.median_ms,
+                    "p25_ms": m.p25_ms,
+                    "p75_ms": m.p75_ms,
+                    "cpu_ms": m.cpu_median_ms,
+                    "macs": macs,
+                    "params": count_params(model),
+                    "protocol": m.protocol,
+                },
             )
             bar.advance(task)
     for cell in cells:
@@ -180,8 +165,13 @@ def run_demo(
         accuracy = nb201.values(cells, ACCURACY_COLUMN)
         front = pareto_front(latency, accuracy)
         result.pareto = [
-            {"nb201_index": nb201.index_of(cells[i]), "arch_str": cells[i].to_str(), "latency_ms": float(latency[i]),
-             "accuracy": float(accuracy[i]), "macs": int(macs[i])}
+            {
+                "nb201_index": nb201.index_of(cells[i]),
+                "arch_str": cells[i].to_str(),
+                "latency_ms": float(latency[i]),
+                "accuracy": float(accuracy[i]),
+                "macs": int(macs[i]),
+            }
             for i in front
         ]
         result.plot = _plot_pareto(out / PLOT_NAME, latency, accuracy, front, runtime)

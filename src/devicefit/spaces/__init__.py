@@ -13,6 +13,7 @@ from .nb201 import (
     format_arch_str,
     parse_arch_str,
     sample_cell,
+    sample_unique_cells,
     space_statistics,
 )
 from .nb201_model import NB201Network, build_nb201
@@ -32,5 +33,6 @@ __all__ = [
     "format_arch_str",
     "parse_arch_str",
     "sample_cell",
+    "sample_unique_cells",
     "space_statistics",
 ]

@@ -186,6 +186,32 @@ def sample_cell(rng: random.Random) -> NB201Cell:
     return NB201Cell(tuple(rng.randrange(NUM_OPS) for _ in range(NUM_EDGES)))
 
 
+#: Canonical keys of the cells whose output is connected (6,466 keys in all, 5 of them disconnected ones).
+UNIQUE_CONNECTED_CELLS = 6461
+
+
+def sample_unique_cells(n: int, seed: int = 0) -> list[NB201Cell]:
+    """``n`` random NB201 cells with distinct canonical keys and none disconnected, in sampling order.
+
+    The sample for ``n`` is a prefix of the sample for any larger ``n`` with the same seed.
+    """
+    if not 1 <= n <= UNIQUE_CONNECTED_CELLS:
+        raise ValueError(
+            f"sample size must be in 1..{UNIQUE_CONNECTED_CELLS} (unique connected NB201 cells), got {n}"
+        )
+    rng = random.Random(seed)
+    seen: set[str] = set()
+    cells: list[NB201Cell] = []
+    while len(cells) < n:
+        cell = sample_cell(rng)
+        key = cell.canonical_key()
+        if cell.is_disconnected() or key in seen:
+            continue
+        seen.add(key)
+        cells.append(cell)
+    return cells
+
+
 def _reaches_output(ops: tuple[int, ...]) -> bool:
     reached = {0}
     for (src, dst), op in zip(EDGES, ops):  # edges are in topological order of their targets
