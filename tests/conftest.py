@@ -6,6 +6,11 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
+
+# `make test` runs two pytest workers on two cores: one intra-op thread each avoids oversubscription
+# (OpenMP threads spinning against each other made some tests 50x slower on a loaded machine).
+torch.set_num_threads(1)
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

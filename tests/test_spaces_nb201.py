@@ -129,3 +129,12 @@ def test_unique_connected_cells_bound_used_by_samplers() -> None:
     from devicefit.spaces.nb201 import UNIQUE_CONNECTED_CELLS
 
     assert len({c.canonical_key() for c in all_cells() if not c.is_disconnected()}) == UNIQUE_CONNECTED_CELLS
+
+
+def test_unpruned_graph_keeps_dangling_ops() -> None:
+    cell = NB201Cell.from_str("|nor_conv_3x3~0|+|avg_pool_3x3~0|none~1|+|none~0|none~1|skip_connect~2|")
+    g = cell.to_graph(prune=False)
+    assert g.labels == ("input", "nor_conv_3x3", "avg_pool_3x3", "skip_connect", "output")
+    assert g.adjacency[0, 1] == 1 and g.adjacency[1].sum() == 0  # the conv leads nowhere
+    full = NB201Cell.from_str(FULL_CELL)
+    np.testing.assert_array_equal(full.to_graph(prune=False).adjacency, full.to_graph().adjacency)

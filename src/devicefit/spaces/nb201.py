@@ -113,8 +113,8 @@ class NB201Cell:
         x[np.arange(NUM_EDGES), self.ops] = 1.0
         return x.reshape(-1)
 
-    def to_graph(self) -> CellGraph:
-        return cell_graph(self.ops)
+    def to_graph(self, prune: bool = True) -> CellGraph:
+        return cell_graph(self.ops, prune=prune)
 
 
 def parse_arch_str(arch_str: str) -> tuple[int, ...]:
@@ -253,15 +253,17 @@ class CellGraph:
 
     ``labels[i]`` is ``"input"``, ``"output"`` or an op name; ``adjacency[i, j] = 1`` for an edge i -> j.
     Node 0 is the input, the last node the output, op nodes in arch-string edge order between.
-    ``none`` edges are removed and op nodes not on an input-to-output path are pruned; a disconnected
-    cell is the two nodes input and output with no edge.
+    ``none`` edges are removed and (by default) op nodes not on an input-to-output path are pruned; a
+    disconnected cell is then the two nodes input and output with no edge.
     """
 
     labels: tuple[str, ...]
     adjacency: np.ndarray
 
 
-def cell_graph(ops: tuple[int, ...]) -> CellGraph:
+def cell_graph(ops: tuple[int, ...], prune: bool = True) -> CellGraph:
+    """The :class:`CellGraph` of a cell. ``prune=False`` keeps the dangling ops: they do not change
+    the function, but the NB201 network still computes them, so they cost time on a device."""
     op_edges = [(e, EDGES[e], op) for e, op in enumerate(ops) if op != NONE]
     # Reachability over op-nodes: an op on edge (i, j) follows any op on an edge (h, i).
     from_input = {e for e, (src, _), _ in op_edges if src == 0}
@@ -280,7 +282,7 @@ def cell_graph(ops: tuple[int, ...]) -> CellGraph:
             if e not in to_output and any(EDGES[f][0] == dst for f in to_output):
                 to_output.add(e)
                 changed = True
-    kept = [(e, edge, op) for e, edge, op in op_edges if e in from_input and e in to_output]
+    kept = [(e, edge, op) for e, edge, op in op_edges if not prune or (e in from_input and e in to_output)]
     n = len(kept) + 2
     adj = np.zeros((n, n), dtype=np.float32)
     position = {e: i + 1 for i, (e, _, _) in enumerate(kept)}

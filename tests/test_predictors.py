@@ -1,0 +1,282 @@
+"""Predictors on synthetic, exactly additive latency tables (fast), file round-trips and bad input."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from devicefit.data import LatencyTable
+from devicefit.predictors import (
+    FlopsPredictor,
+    GCNPredictor,
+    LayerwisePredictor,
+    MLPPredictor,
+    NotFittedError,
+    PredictorFileError,
+    TransferPredictor,
+    cell_macs_params,
+    device_family,
+    evaluate,
+    load_predictor,
+    sources_for,
+    split_table,
+)
+from devicefit.predictors._nn import TrainConfig
+from devicefit.ranking import regression_report
+from devicefit.spaces import NB201Cell, all_cells, build_nb201
+
+FAST = TrainConfig(max_epochs=80, batch_size=32, lr=3e-3, weight_decay=0.0, es_patience=20, min_cells_for_val=50)
+GCN_FAST = TrainConfig(max_epochs=100, batch_size=32, lr=1e-2, weight_decay=0.0, es_patience=30)
+
+
+def additive_table(seed: int, device: str = "synthetic", cells: list[NB201Cell] | None = None) -> LatencyTable:
+    """latency = base + sum over edges of cost[edge, op], with cost[., none] = 0."""
+    rng = np.random.default_rng(seed)
+    cost = rng.uniform(0.2, 3.0, size=(6, 5))
+    cost[:, 0] = 0.0
+    cells = cells or all_cells()
+    return LatencyTable(device, "ms", {c: 2.0 + float(sum(cost[e, o] for e, o in enumerate(c.ops))) for c in cells})
+
+
+@pytest.fixture(scope="module")
+def table() -> LatencyTable:
+    return additive_table(0)
+
+
+@pytest.fixture(scope="module")
+def split(table: LatencyTable) -> tuple[list[NB201Cell], list[NB201Cell]]:
+    train, test = split_table(table, 300, seed=0)
+    return train, test[:1000]
+
+
+def test_macs_params_match_torch_counters() -> None:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    rng = random.Random(1)
+    for cell in [NB201Cell((3, 3, 3, 3, 3, 3)), NB201Cell((0, 0, 0, 0, 0, 0))] + [
+        NB201Cell(tuple(rng.randrange(5) for _ in range(6))) for _ in range(3)
+    ]:
+        net = build_nb201(cell).eval()
+        counter = FlopCounterMode(display=False)
+        with counter, torch.no_grad():
+            net(torch.zeros(1, 3, 32, 32))
+        macs, params = cell_macs_params(cell)
+        assert counter.get_total_flops() == 2 * macs, cell.to_str()
+        assert sum(p.numel() for p in net.parameters()) == params, cell.to_str()
+
+
+def test_layerwise_is_exact_on_additive_latency(table: LatencyTable, split) -> None:
+    train, test = split
+    p = LayerwisePredictor().fit_table(table, train)
+    pred, truth = p.predict(test), table.array(test)
+    assert np.max(np.abs(pred - truth) / truth) < 1e-6
+    assert p.lookup_table()["base"] == pytest.approx(2.0, rel=1e-6)
+
+
+def test_flops_is_exact_when_cost_follows_macs() -> None:
+    cells = random.Random(2).sample(all_cells(), 400)
+    values = {c: 0.5 + 0.01 * cell_macs_params(c)[0] / 1e6 for c in cells}
+    t = LatencyTable("macs-bound", "ms", values)
+    p = FlopsPredictor().fit_table(t, cells[:50])
+    pred, truth = p.predict(cells[50:]), t.array(cells[50:])
+    assert np.max(np.abs(pred - truth) / truth) < 1e-6
+
+
+def per_op_table(seed: int) -> LatencyTable:
+    """latency = base + sum over edges of cost[op]: additive, the same op costing the same on any edge.
+
+    (The operations-on-nodes graph cannot always tell edges apart, e.g. a dangling op on 0->1 from one
+    on 0->2, so the GCN gets an edge-independent additive table; the MLP and layerwise get per-edge costs.)
+    """
+    cost = np.r_[0.0, np.random.default_rng(seed).uniform(0.2, 3.0, 4)]
+    return LatencyTable("per-op", "ms", {c: 2.0 + float(cost[list(c.ops)].sum()) for c in all_cells()})
+
+
+@pytest.mark.parametrize(
+    "make, per_edge",
+    [(lambda: MLPPredictor(hidden=64, train=FAST), True), (lambda: GCNPredictor(hidden=32, train=GCN_FAST), False)],
+    ids=["mlp", "gcn"],
+)
+def test_neural_predictors_learn_additive_latency(make, per_edge: bool, table: LatencyTable, split) -> None:
+    train, test = split
+    table = table if per_edge else per_op_table(1)
+    p = make().fit_table(table, train, seed=0)
+    report = regression_report(p.predict(test), table.array(test))
+    # the MLP sees edge positions and fits a per-edge table closely; the small, briefly trained GCN
+    # counts ops through LayerNorm'd sums and gets close but not exact (measured 0.91-0.96 / 0.6-0.8)
+    assert report["spearman"] > (0.97 if per_edge else 0.85), report
+    assert report["within_10pct"] > (0.9 if per_edge else 0.4), report
+    assert p.train_info["n_val"] == 30
+
+
+def _sources(n: int = 4) -> dict[str, LatencyTable]:
+    # Devices that differ by a speed factor and by which ops are expensive: a mix of two op-cost profiles.
+    rng = np.random.default_rng(5)
+    a, b = rng.uniform(0.2, 3.0, (6, 5)), rng.uniform(0.2, 3.0, (6, 5))
+    a[:, 0] = b[:, 0] = 0
+    cells = random.Random(3).sample(all_cells(), 600)
+    out = {}
+    for k, (u, speed) in enumerate(zip(np.linspace(0, 1, n + 1), [1, 3, 0.5, 10, 2, 7])):
+        cost = u * a + (1 - u) * b
+        out[f"dev{k}"] = LatencyTable(
+            f"dev{k}", "ms", {c: speed * (1.0 + sum(cost[e, o] for e, o in enumerate(c.ops))) for c in cells}
+        )
+    return out
+
+
+def test_transfer_adapts_from_few_samples() -> None:
+    tables = _sources()
+    target = tables.pop("dev2")
+    p = TransferPredictor(pretrain_cells=300, hidden=32, train=TrainConfig(max_epochs=40, lr=1e-2, weight_decay=0.0))
+    p.pretrain(tables, seed=0)
+    assert p.sources == sorted(tables)
+    train, test = split_table(target, 20, seed=1)
+    p.fit_table(target, train)
+    report = evaluate(p, target, test)
+    # measured 0.86 / 0.59 with this tiny, briefly trained trunk (a 32-unit GCN fits additive costs only
+    # roughly; an MLP from scratch on the same 20 cells does better on this purely additive toy problem)
+    assert report["spearman"] > 0.8, report
+    assert report["within_10pct"] > 0.5, report
+
+
+def test_transfer_needs_pretraining_and_sources() -> None:
+    with pytest.raises(ValueError, match="not pre-trained"):
+        TransferPredictor().fit([NB201Cell((1,) * 6)] * 3, [1.0, 2.0, 3.0])
+    with pytest.raises(ValueError, match="at least 2 source devices"):
+        TransferPredictor().pretrain({"a": additive_table(0, cells=all_cells()[:10])})
+
+
+def test_device_families_leave_the_whole_chip_out() -> None:
+    assert device_family("titan_rtx_256") == device_family("titan_rtx_1") == "titan_rtx"
+    assert device_family("mobile-gpu-snapdragon-855-adreno-640-int8") == "snapdragon-855"
+    assert device_family("desktop-gpu-gtx-1080ti-large") == device_family("1080ti_32")
+    assert device_family("pixel2") == "pixel2"
+    t = additive_table(0, cells=all_cells()[:5])
+    tables = {n: t for n in ("titan_rtx_1", "titan_rtx_32", "titan_rtx_256", "pixel2", "raspi4")}
+    assert sorted(sources_for("titan_rtx_256", tables)) == ["pixel2", "raspi4"]
+    assert sorted(sources_for("titan_rtx_256", tables, leave="device")) == [
+        "pixel2", "raspi4", "titan_rtx_1", "titan_rtx_32"
+    ]
+
+
+def _fitted(kind: str, table: LatencyTable, train: list[NB201Cell]):
+    if kind == "transfer":
+        p = TransferPredictor(pretrain_cells=100, hidden=16, train=TrainConfig(max_epochs=3))
+        p.pretrain(_sources(2), seed=0)
+        return p.fit_table(table, train[:20])
+    make = {
+        "flops": FlopsPredictor,
+        "layerwise": LayerwisePredictor,
+        "mlp": lambda: MLPPredictor(hidden=16, train=TrainConfig(max_epochs=3)),
+        "gcn": lambda: GCNPredictor(hidden=16, train=TrainConfig(max_epochs=3)),
+    }[kind]
+    return make().fit_table(table, train)
+
+
+@pytest.mark.parametrize("kind", ["flops", "layerwise", "mlp", "gcn", "transfer"])
+def test_save_load_round_trip(kind: str, table: LatencyTable, split, tmp_path) -> None:
+    train, test = split
+    p = _fitted(kind, table, train)
+    p.metrics = {"spearman": 0.5}
+    npz = p.save(tmp_path / "pred")
+    q = load_predictor(npz)
+    assert type(q) is type(p) and q.device == "synthetic" and q.unit == "ms" and q.n_train == p.n_train
+    assert q.metrics == {"spearman": 0.5}
+    np.testing.assert_array_equal(q.predict(test[:300]), p.predict(test[:300]))
+    meta = json.loads((tmp_path / "pred.json").read_text())
+    assert meta["model"] == kind and meta["weights_sha256"]
+    with np.load(npz, allow_pickle=False) as f:  # plain arrays only
+        assert all(f[k].dtype != object for k in f.files)
+
+
+def test_missing_cells_fit_on_present_and_refuse_to_evaluate_absent(table: LatencyTable) -> None:
+    cells = all_cells()
+    partial = LatencyTable("partial", "ms", {c: table[c] for c in cells[::3]})
+    p = LayerwisePredictor().fit_table(partial)  # all present cells
+    assert p.n_train == len(partial)
+    assert evaluate(p, partial)["within_1pct"] == pytest.approx(1.0)
+    with pytest.raises(KeyError, match="no ms value on device 'partial'"):
+        evaluate(p, partial, cells[:10])
+    with pytest.raises(KeyError, match="has no ms value"):
+        p.fit_table(partial, cells[:40])
+
+
+def test_bad_metadata_is_refused(table: LatencyTable, split, tmp_path) -> None:
+    train, _ = split
+    a = LayerwisePredictor().fit_table(table, train).save(tmp_path / "a")
+    FlopsPredictor().fit_table(table, train).save(tmp_path / "b")
+    # a weights file paired with another fit's metadata
+    (tmp_path / "a.json").write_bytes((tmp_path / "b.json").read_bytes())
+    with pytest.raises(PredictorFileError, match="do not match the metadata"):
+        load_predictor(a)
+    (tmp_path / "a.json").write_text("{not json")
+    with pytest.raises(PredictorFileError, match="not valid JSON"):
+        load_predictor(a)
+    (tmp_path / "a.json").write_text(json.dumps({"format": "something-else"}))
+    with pytest.raises(PredictorFileError, match="not a devicefit predictor"):
+        load_predictor(a)
+    with pytest.raises(PredictorFileError, match="not found"):
+        load_predictor(tmp_path / "nothing")
+    # right checksum, but metadata that does not describe the weights
+    meta = json.loads((tmp_path / "b.json").read_text())
+    meta["model"] = "gcn"
+    (tmp_path / "b.json").write_text(json.dumps(meta))
+    with pytest.raises(PredictorFileError, match="does not fit a gcn predictor"):
+        load_predictor(tmp_path / "b.npz")
+    meta["model"] = "oracle"
+    (tmp_path / "b.json").write_text(json.dumps(meta))
+    with pytest.raises(PredictorFileError, match="unknown predictor kind 'oracle'"):
+        load_predictor(tmp_path / "b.npz")
+
+
+def test_too_small_or_bad_training_sets(table: LatencyTable) -> None:
+    cells = all_cells()
+    with pytest.raises(ValueError, match="at least 25 training cells"):
+        LayerwisePredictor().fit_table(table, cells[:20])
+    same_first_edge = [c for c in cells if c.ops[0] == 3][:200]
+    with pytest.raises(ValueError, match="determine only"):
+        LayerwisePredictor().fit_table(table, same_first_edge)
+    with pytest.raises(ValueError, match="at least 2 training cells"):
+        GCNPredictor(hidden=8).fit_table(table, cells[:1])
+    with pytest.raises(ValueError, match="at least 3 training cells"):
+        FlopsPredictor().fit_table(table, cells[:2])
+    with pytest.raises(ValueError, match="must be finite and > 0"):
+        FlopsPredictor().fit(cells[:5], [1.0, 2.0, float("nan"), 1.0, 1.0])
+    with pytest.raises(ValueError, match="5 candidates but 4 values"):
+        FlopsPredictor().fit(cells[:5], [1.0, 2.0, 3.0, 4.0])
+    with pytest.raises(ValueError, match="unit must be one of"):
+        FlopsPredictor().fit(cells[:5], [1.0] * 5, unit="s")
+    with pytest.raises(NotFittedError):
+        GCNPredictor(hidden=8).predict(cells[:2])
+    with pytest.raises(ValueError, match="training set must be"):
+        split_table(table, len(table), seed=0)
+
+
+def test_energy_tables_fit_in_millijoules(table: LatencyTable, split) -> None:
+    train, test = split
+    energy = LatencyTable("synthetic", "mJ", dict(table.values))
+    p = LayerwisePredictor().fit_table(energy, train)
+    assert p.unit == "mJ"
+    assert evaluate(p, energy, test)["within_1pct"] == 1.0
+    with pytest.raises(ValueError, match="predictor is in 'mJ'"):
+        evaluate(p, table, test)
+
+
+def test_transfer_keeps_disconnected_cells_out_of_the_head() -> None:
+    p = TransferPredictor(pretrain_cells=100, hidden=16, train=TrainConfig(max_epochs=3))
+    p.pretrain(_sources(2), seed=0)
+    base = additive_table(3)
+    cells = [c for c in all_cells() if not c.is_disconnected()][:30]
+    dead = [c for c in all_cells() if c.is_disconnected()]
+    values = {c: base[c] for c in cells} | {dead[0]: 0.01, dead[1]: 0.04}  # a device that skips dead networks
+    p.fit(list(values), list(values.values()))
+    np.testing.assert_allclose(p.predict(dead[2:5]), 0.02)  # geometric mean of the two dead samples
+    assert np.all(p.predict(cells) > 1.0)  # connected cells are not dragged towards ~0.01 ms
+    q = TransferPredictor(pretrain_cells=100, hidden=16, train=TrainConfig(max_epochs=3))
+    q.model, q.sources = p.model, p.sources
+    q.fit(cells, [base[c] for c in cells])
+    assert q.disconnected_log is None and np.all(q.predict(dead[:3]) > 0.5)
