@@ -16,6 +16,8 @@ def test_results_survive_a_reopen_and_settings_are_checked(tmp_path: Path) -> No
         assert len(store) == 2 and "a" in store and "c" not in store
         assert store.get("a") == {"score": 1.5}
         assert store.keys() == ["a", "b"]
+        assert store.delete("b") and not store.delete("b")
+        assert store.keys() == ["a"]
     with pytest.raises(ValueError, match="seed=0"):
         ResultStore(path, meta={"seed": 1})
 

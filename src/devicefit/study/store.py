@@ -66,6 +66,11 @@ class ResultStore:
                 "INSERT OR REPLACE INTO results (key, value) VALUES (?, ?)", (key, json.dumps(record, allow_nan=True))
             )
 
+    def delete(self, key: str) -> bool:
+        """Forget one result (e.g. one computed by a version with a bug); True if it was there."""
+        with self._db:
+            return self._db.execute("DELETE FROM results WHERE key = ?", (key,)).rowcount > 0
+
     def keys(self) -> list[str]:
         return [r[0] for r in self._db.execute("SELECT key FROM results ORDER BY rowid")]
 
