@@ -34,8 +34,8 @@ import torch
 from torch import nn
 
 from ..spaces.nb201 import NUM_CELLS, NB201Cell, all_cells
-from ._nn import LogStandardizer, TrainConfig, arrays_to_state, predict_batched, state_to_arrays, train_network
-from .base import Predictor
+from ._nn import TrainConfig
+from .neural import NeuralPredictor
 
 NODE_LABELS: tuple[str, ...] = (
     "global", "input", "output", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3",
@@ -122,57 +122,39 @@ SMALL_SET_STEPS = 1500
 SMALL_SET_EPOCHS = 150
 
 
-class GCNPredictor(Predictor):
+class GCNPredictor(NeuralPredictor):
     """BRP-NAS GCN on one device: ``fit`` on cells and latencies (ms) or energies (mJ)."""
 
     name = "gcn"
     min_train = 2
+    default_train = GCN_TRAIN
 
     def __init__(
         self, hidden: int = 600, layers: int = 4, dropout: float = 0.002, train: TrainConfig | None = None
     ) -> None:
-        super().__init__()
-        self.hidden, self.layers, self.dropout = hidden, layers, dropout
-        self.train_config = train or GCN_TRAIN
-        self.model = GCN(hidden, layers, dropout)
-        self.norm = LogStandardizer(np.zeros(1), np.ones(1))
-        self.train_info: dict[str, Any] = {}
+        super().__init__(hidden, layers, dropout, train)
 
-    def _fit(self, cells: list[NB201Cell], y: np.ndarray, seed: int) -> None:
-        torch.manual_seed(seed)
-        self.model = GCN(self.hidden, self.layers, self.dropout)
-        self.norm = LogStandardizer.fit(y)
-        adj, feat = graph_tensors(cells)
-        target = torch.from_numpy(self.norm.transform(y)).float().unsqueeze(1)
+    def build(self) -> nn.Module:
+        return GCN(self.hidden, self.layers, self.dropout)
+
+    def encode(self, cells: list[NB201Cell]) -> tuple[torch.Tensor, ...]:
+        return graph_tensors(cells)
+
+    def forward(self, encoding: tuple[torch.Tensor, ...], index: torch.Tensor) -> torch.Tensor:
+        adj, feat = encoding
+        return self.model(adj[index], feat[index])
+
+    def train_config_for(self, n_cells: int) -> TrainConfig:
         cfg = self.train_config
-        if len(cells) < cfg.min_cells_for_val:
-            steps_per_epoch = math.ceil(len(cells) / cfg.batch_size)
+        if n_cells < cfg.min_cells_for_val:
+            steps_per_epoch = math.ceil(n_cells / cfg.batch_size)
             epochs = max(SMALL_SET_EPOCHS, math.ceil(SMALL_SET_STEPS / steps_per_epoch))
             cfg = TrainConfig(**{**cfg.to_json(), "max_epochs": epochs})
-        self.train_info = train_network(self.model, lambda i: self.model(adj[i], feat[i]), target, cfg, seed)
+        return cfg
 
-    def _predict(self, cells: list[NB201Cell]) -> np.ndarray:
-        adj, feat = graph_tensors(cells)
-        self.model.eval()
-        z = predict_batched(lambda i: self.model(adj[i], feat[i]), len(cells))[:, 0]
-        return self.norm.inverse(z)
+    def encoding_params(self) -> dict[str, Any]:
+        return {"node_labels": list(NODE_LABELS), "max_nodes": MAX_NODES}
 
-    def _state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        params = {
-            "hidden": self.hidden, "layers": self.layers, "dropout": self.dropout,
-            "node_labels": list(NODE_LABELS), "max_nodes": MAX_NODES,
-            "target_normalisation": self.norm.to_json(), "train": self.train_config.to_json(),
-            "train_info": self.train_info,
-        }
-        return params, state_to_arrays(self.model)
-
-    def _restore(self, params: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+    def check_encoding(self, params: dict[str, Any]) -> None:
         if list(params["node_labels"]) != list(NODE_LABELS) or params["max_nodes"] != MAX_NODES:
             raise ValueError("graph encoding of the saved GCN differs from this version's")
-        self.hidden, self.layers, self.dropout = int(params["hidden"]), int(params["layers"]), float(params["dropout"])
-        self.train_config = TrainConfig(**params["train"])
-        self.train_info = dict(params.get("train_info", {}))
-        self.model = GCN(self.hidden, self.layers, self.dropout)
-        arrays_to_state(self.model, arrays)
-        self.model.eval()
-        self.norm = LogStandardizer.from_json(params["target_normalisation"])
