@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import random
 from pathlib import Path
 
@@ -88,10 +87,9 @@ def test_predict_rejects_bad_files_and_archs(data_dir: Path, tmp_path: Path) -> 
     assert r.exit_code == 2 and "malformed NB201 arch string" in r.stderr
 
 
-@pytest.mark.skipif(not os.environ.get("DEVICEFIT_DATA"), reason="DEVICEFIT_DATA not set: real device tables needed")
-def test_real_device_flops_evaluate() -> None:
+def test_real_device_flops_evaluate(data_root) -> None:
     r = runner.invoke(app, ["predictor", "evaluate", "--device", "raspi4", "--model", "flops", "--train", "100",
-                            "--json"])
+                            "--json", "--data-dir", str(data_root)])
     if r.exit_code == 2 and "unknown device" in r.stderr:
         pytest.skip("the data directory has no HELP raspi4 table")
     assert r.exit_code == 0, r.output
