@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ..data import data_dir, load_device_tables, load_nb201_table
+from ..data import NB201Table, data_dir, load_device_tables, load_nb201_table
 from ..data.datadir import DataFileError
 from ..spaces import NB201Cell, build_nb201
 from . import app
@@ -20,10 +20,13 @@ NB201_INPUT_SHAPE = (3, 32, 32)
 _INDEX_PREFIX = "nb201:"
 
 
-def resolve_arch(text: str, data_dir_path: str | os.PathLike[str] | None = None) -> tuple[NB201Cell, int | None]:
+def resolve_arch(
+    text: str, data_dir_path: str | os.PathLike[str] | None = None, *, table: NB201Table | None = None
+) -> tuple[NB201Cell, int | None]:
     """An NB201 cell from an arch string or ``nb201:INDEX`` (official index, looked up in the NB201 table).
 
     Returns the cell and its official index (``None`` for an arch string when no data directory is set).
+    ``table``, when the caller has already loaded it, is used instead of reading the table again.
     """
     text = text.strip()
     if text.lower().startswith(_INDEX_PREFIX):
@@ -34,15 +37,20 @@ def resolve_arch(text: str, data_dir_path: str | os.PathLike[str] | None = None)
             raise ValueError(
                 f"architecture {text!r}: expected nb201:INDEX with an integer INDEX, got {raw!r}"
             ) from None
-        table = load_nb201_table(data_dir=data_dir_path)
+        table = table or load_nb201_table(data_dir=data_dir_path)
         return table.cell_at(index), index
     cell = NB201Cell.from_str(text)
-    root = data_dir(data_dir_path, required=False)
-    if root is None:
-        return cell, None
+    if table is None:
+        root = data_dir(data_dir_path, required=False)
+        if root is None:
+            return cell, None
+        try:
+            table = load_nb201_table(data_dir=root)
+        except DataFileError:
+            return cell, None
     try:
-        return cell, load_nb201_table(data_dir=root).index_of(cell)
-    except (KeyError, DataFileError):
+        return cell, table.index_of(cell)
+    except KeyError:
         return cell, None
 
 
@@ -68,13 +76,13 @@ def info(
     """Cost (params, MACs, memory), benchmark accuracies and all known device latencies of one NB201 cell."""
     from ..hardware.counting import count_model
 
-    cell, index = resolve_arch(arch, data_dir_path)
-    cost = count_model(build_nb201(cell), NB201_INPUT_SHAPE)
     root = data_dir(data_dir_path, required=data_dir_path is not None)
+    table = None if root is None else load_nb201_table(data_dir=root)
+    cell, index = resolve_arch(arch, root, table=table)
+    cost = count_model(build_nb201(cell), NB201_INPUT_SHAPE)
     accuracies: dict[str, Any] = {}
     latencies_ms: dict[str, float | None] = {}
-    if root is not None:
-        table = load_nb201_table(data_dir=root)
+    if root is not None and table is not None:
         record = table.record(cell)
         accuracies = {k: v for k, v in record.items() if k in table.accuracy_columns}
         for name, lat in sorted(load_device_tables(root).items()):
