@@ -115,3 +115,26 @@ def test_demo_cli_with_data(data_root: Path, tmp_path: Path, nb201_table) -> Non
         cell = NB201Cell.from_str(row["arch_str"])
         assert nb201_table.index_of(cell) == row["nb201_index"]
         assert row["accuracy"] == pytest.approx(nb201_table.value(cell, "c10_test_200ep"))
+
+
+def test_only_input_errors_become_exit_code_2() -> None:
+    import typer
+
+    from devicefit.cli.common import clean_errors
+    from devicefit.errors import InputError, OutOfRangeError, UnknownNameError
+
+    def failing(exc: Exception):
+        @clean_errors
+        def job() -> None:
+            raise exc
+
+        return job
+
+    for exc in (InputError("bad --train"), UnknownNameError("unknown device 'x'"), OutOfRangeError("index 99")):
+        with pytest.raises(typer.Exit) as info:
+            failing(exc)()
+        assert info.value.exit_code == 2
+    assert isinstance(UnknownNameError("k"), KeyError) and str(UnknownNameError("no 'x'")) == "no 'x'"
+    for bug in (ValueError("shapes do not broadcast"), KeyError("internal"), ZeroDivisionError()):
+        with pytest.raises(type(bug)):  # a bug keeps its traceback
+            failing(bug)()

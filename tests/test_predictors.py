@@ -22,12 +22,13 @@ from devicefit.predictors import (
     device_family,
     evaluate,
     load_predictor,
+    measurement_ceiling,
     sources_for,
     split_table,
 )
 from devicefit.predictors._nn import TrainConfig
 from devicefit.ranking import regression_report
-from devicefit.spaces import NB201Cell, all_cells, build_nb201
+from devicefit.spaces import NB201Cell, all_cells, build_nb201, twin_pairs
 
 FAST = TrainConfig(max_epochs=80, batch_size=32, lr=3e-3, weight_decay=0.0, es_patience=20, min_cells_for_val=50)
 GCN_FAST = TrainConfig(max_epochs=100, batch_size=32, lr=1e-2, weight_decay=0.0, es_patience=30)
@@ -280,3 +281,29 @@ def test_transfer_keeps_disconnected_cells_out_of_the_head() -> None:
     q.model, q.sources = p.model, p.sources
     q.fit(cells, [base[c] for c in cells])
     assert q.disconnected_log is None and np.all(q.predict(dead[:3]) > 0.5)
+
+
+def test_measurement_ceiling_brackets_the_best_possible_predictor() -> None:
+    cells = all_cells()
+    op_cost = np.array([0.0, 0.1, 1.0, 3.0, 0.5])
+    truth = {c: 2.0 + float(op_cost[list(c.ops)].sum()) for c in cells}  # twins: the same true latency
+    exact = measurement_ceiling(LatencyTable("exact", "ms", truth))
+    assert exact is not None and exact.pairs == 1500
+    assert exact.twin_agreement == exact.upper_bound == 1.0 and exact.noise_sigma == 0.0
+
+    rng = np.random.default_rng(0)
+    for sigma in (0.03, 0.1, 0.3):
+        noisy = LatencyTable("noisy", "ms", {c: v * float(np.exp(rng.normal(0, sigma))) for c, v in truth.items()})
+        ceiling = measurement_ceiling(noisy)
+        assert ceiling is not None
+        oracle = regression_report(noisy.array(cells), np.array([truth[c] for c in cells]))["within_10pct"]
+        assert ceiling.twin_agreement < oracle < ceiling.upper_bound, (sigma, ceiling, oracle)
+        assert ceiling.noise_sigma == pytest.approx(sigma, rel=0.15)
+
+
+def test_measurement_ceiling_needs_twin_pairs(table: LatencyTable) -> None:
+    cells = [c for c in all_cells() if c.ops[2] != 0] + [c for pair in twin_pairs()[:10] for c in pair]
+    few = LatencyTable("few", "ms", {c: table[c] for c in cells})  # 12,500 cells, but only 10 twin pairs
+    assert measurement_ceiling(few) is None
+    with pytest.raises(ValueError, match="tolerance"):
+        measurement_ceiling(table, tolerance=10)

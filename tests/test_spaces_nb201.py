@@ -6,7 +6,16 @@ import numpy as np
 import pytest
 import torch
 
-from devicefit.spaces import NUM_CELLS, ArchStringError, NB201Cell, all_cells, build_nb201, parse_arch_str, sample_cell
+from devicefit.spaces import (
+    NUM_CELLS,
+    ArchStringError,
+    NB201Cell,
+    all_cells,
+    build_nb201,
+    parse_arch_str,
+    sample_cell,
+    twin_pairs,
+)
 
 FULL_CELL = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_3x3~2|"
 
@@ -138,3 +147,29 @@ def test_unpruned_graph_keeps_dangling_ops() -> None:
     assert g.adjacency[0, 1] == 1 and g.adjacency[1].sum() == 0  # the conv leads nowhere
     full = NB201Cell.from_str(FULL_CELL)
     np.testing.assert_array_equal(full.to_graph(prune=False).adjacency, full.to_graph().adjacency)
+
+
+def test_twin_cells_are_one_network_under_two_arch_strings() -> None:
+    pairs = twin_pairs()
+    assert len(pairs) == 1500  # 5 ops on 0->3 x C(25, 2) unordered (0->1, 1->3) != (0->2, 2->3) choices
+    for a, b in pairs:
+        assert a.twin() == b and b.twin() == a and a.ops[2] == b.ops[2] == 0
+    # NB201's own key (to_unique_str) does not see the node swap: it tells most twins apart.
+    assert sum(a.canonical_key() != b.canonical_key() for a, b in pairs) > 1000
+    assert NB201Cell((3, 3, 0, 1, 2, 2)).twin() is None  # the swap gives the same cell
+    assert NB201Cell((3, 2, 1, 1, 2, 3)).twin() is None  # 1->2 is not none: node 2 reads node 1
+    # Same weights, renamed by the node swap, give the same outputs.
+    rename = {"0_1": "0_2", "0_2": "0_1", "1_3": "2_3", "2_3": "1_3"}
+    torch.manual_seed(0)
+    for a, b in random.Random(0).sample(pairs, 3):
+        net_a, net_b = build_nb201(a).eval(), build_nb201(b).eval()
+        state = {}
+        for k, v in net_a.state_dict().items():
+            parts = k.split(".")
+            if len(parts) > 3 and parts[2] == "ops":
+                parts[3] = rename.get(parts[3], parts[3])
+            state[".".join(parts)] = v
+        net_b.load_state_dict(state)
+        x = torch.randn(2, 3, 32, 32)
+        with torch.no_grad():
+            torch.testing.assert_close(net_a(x), net_b(x), rtol=1e-5, atol=1e-5)

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from .data import data_dir, load_device_tables, load_nb201_table
+from .errors import InputError
 from .hardware.counting import count_macs, count_params
 from .hardware.measure import RUNTIMES, measure_latency
 from .ranking import spearman
@@ -119,9 +120,9 @@ def run_demo(
     """Run the demo into ``out_dir`` (created); see the module docstring. Without a data directory
     (no ``data_dir_path`` and no ``$DEVICEFIT_DATA``) it measures and ranks against MACs only."""
     if runtime not in RUNTIMES:
-        raise ValueError(f"runtime {runtime!r} is not supported; expected one of {', '.join(RUNTIMES)}")
+        raise InputError(f"runtime {runtime!r} is not supported; expected one of {', '.join(RUNTIMES)}")
     if sample < 3:
-        raise ValueError(f"--sample must be at least 3 cells to rank anything, got {sample}")
+        raise InputError(f"--sample must be at least 3 cells to rank anything, got {sample}")
     root = data_dir(data_dir_path, required=data_dir_path is not None)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -21,16 +21,18 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import stats
 
+from .errors import InputError
+
 
 def _pair(score: Sequence[float] | np.ndarray, truth: Sequence[float] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     s = np.asarray(score, dtype=np.float64).ravel()
     t = np.asarray(truth, dtype=np.float64).ravel()
     if s.shape != t.shape:
-        raise ValueError(f"score and truth must have the same length, got {s.size} and {t.size}")
+        raise InputError(f"score and truth must have the same length, got {s.size} and {t.size}")
     if s.size < 2:
-        raise ValueError(f"ranking metrics need at least 2 values, got {s.size}")
+        raise InputError(f"ranking metrics need at least 2 values, got {s.size}")
     if not (np.isfinite(s).all() and np.isfinite(t).all()):
-        raise ValueError("score and truth must be finite; drop failed (NaN/inf) entries first")
+        raise InputError("score and truth must be finite; drop failed (NaN/inf) entries first")
     return s, t
 
 
@@ -50,7 +52,7 @@ def top_fraction_overlap(
     """Share of the true top ``fraction`` that is also in the score's top ``fraction`` (in [0, 1])."""
     s, t = _pair(score, truth)
     if not 0 < fraction <= 1:
-        raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+        raise InputError(f"fraction must be in (0, 1], got {fraction}")
     k = max(1, round(fraction * s.size))
     top_s = set(np.argsort(-s, kind="stable")[:k].tolist())
     top_t = set(np.argsort(-t, kind="stable")[:k].tolist())
@@ -75,7 +77,7 @@ def pairwise_accuracy(score: Sequence[float] | np.ndarray, truth: Sequence[float
     dt = np.sign(t[:, None] - t[None, :])
     mask = np.triu(dt != 0, k=1)
     if not mask.any():
-        raise ValueError("pairwise accuracy needs at least two distinct truth values")
+        raise InputError("pairwise accuracy needs at least two distinct truth values")
     agree = (ds == dt)[mask].sum() + 0.5 * (ds == 0)[mask].sum()
     return float(agree / mask.sum())
 
@@ -86,7 +88,7 @@ def within_fraction(
     """Share of cells whose true value lies within +-``tolerance`` (e.g. 0.1) of the prediction."""
     p, t = _pair(predicted, truth)
     if tolerance < 0:
-        raise ValueError(f"tolerance must be >= 0, got {tolerance}")
+        raise InputError(f"tolerance must be >= 0, got {tolerance}")
     return float(np.mean(np.abs(t - p) <= tolerance * np.abs(p)))
 
 
@@ -94,7 +96,7 @@ def mape(predicted: Sequence[float] | np.ndarray, truth: Sequence[float] | np.nd
     """Mean absolute percentage error, relative to the truth, as a fraction (0.05 = 5 %)."""
     p, t = _pair(predicted, truth)
     if (t == 0).any():
-        raise ValueError("MAPE is undefined when a true value is 0")
+        raise InputError("MAPE is undefined when a true value is 0")
     return float(np.mean(np.abs(p - t) / np.abs(t)))
 
 

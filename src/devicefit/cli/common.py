@@ -11,8 +11,7 @@ from typing import Any, TypeVar
 
 import typer
 
-from ..data.datadir import DataFileError
-from ..spaces.nb201 import ArchStringError
+from ..errors import InputError
 
 DataDirOption = typer.Option(
     None, "--data-dir", help="Folder of the public data (default: $DEVICEFIT_DATA).", show_default=False
@@ -36,15 +35,18 @@ def _default(o: Any) -> Any:
 
 
 def clean_errors(func: F) -> F:
-    """Turn the toolkit's input errors into a one-line message and exit code 2 (no traceback)."""
+    """Turn the toolkit's input errors into a one-line message and exit code 2 (no traceback).
+
+    Only :class:`devicefit.errors.InputError` (bad arch strings, files, names, sizes) and a missing file
+    are input errors; anything else is a bug and keeps its traceback.
+    """
 
     @wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
-        except (ArchStringError, DataFileError, KeyError, IndexError, ValueError, FileNotFoundError) as exc:
-            msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-            typer.echo(f"error: {msg}", err=True)
+        except (InputError, FileNotFoundError) as exc:
+            typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2) from None
 
     return wrapper  # type: ignore[return-value]

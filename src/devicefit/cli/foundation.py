@@ -12,6 +12,7 @@ from rich.table import Table
 
 from ..data import NB201Table, data_dir, load_device_tables, load_nb201_table
 from ..data.datadir import DataFileError
+from ..errors import InputError
 from ..spaces import NB201Cell, build_nb201
 from . import app
 from .common import DataDirOption, JsonOption, clean_errors, print_json
@@ -34,7 +35,7 @@ def resolve_arch(
         try:
             index = int(raw)
         except ValueError:
-            raise ValueError(
+            raise InputError(
                 f"architecture {text!r}: expected nb201:INDEX with an integer INDEX, got {raw!r}"
             ) from None
         table = table or load_nb201_table(data_dir=data_dir_path)

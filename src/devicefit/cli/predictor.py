@@ -10,6 +10,7 @@ from rich.console import Console
 
 from ..data import load_device_table, load_device_tables, read_latency_csv
 from ..data.latency_table import LatencyTable
+from ..errors import InputError, UnknownNameError
 from ..predictors import (
     PREDICTORS,
     Predictor,
@@ -17,6 +18,7 @@ from ..predictors import (
     evaluate,
     load_predictor,
     make_predictor,
+    measurement_ceiling,
     sources_for,
     split_table,
 )
@@ -45,7 +47,7 @@ def _load_table(device: str, data_dir: Path | None, table: Path | None, unit: st
         return load_device_table(device, data_dir)
     tables = read_latency_csv(table, unit=unit, source="user")
     if device not in tables:
-        raise KeyError(f"device {device!r} is not a column of {str(table)!r}; columns: {', '.join(tables)}")
+        raise UnknownNameError(f"device {device!r} is not a column of {str(table)!r}; columns: {', '.join(tables)}")
     return tables[device]
 
 
@@ -55,7 +57,7 @@ def _fit(
     target = _load_table(device, data_dir, table, unit)
     if n_train == 0 or n_train >= len(target):
         if n_train > len(target):
-            raise ValueError(f"--train {n_train} exceeds the {len(target)} cells of device {device!r}")
+            raise InputError(f"--train {n_train} exceeds the {len(target)} cells of device {device!r}")
         train, test = sorted(target.cells()), []
     else:
         train, test = split_table(target, n_train, seed)
@@ -114,17 +116,26 @@ def evaluate_cmd(
     unit: str = UnitOption,
     as_json: bool = JsonOption,
 ) -> None:
-    """Train on N random cells of the table and report within +-1/5/10 %, Spearman, Kendall, MAPE on the rest."""
+    """Train on N random cells of the table and report within +-1/5/10 %, Spearman, Kendall, MAPE on the rest.
+
+    When the table measures both cells of enough twin pairs (one network under two arch strings), it also
+    reports the bracket that measurement noise puts on within +-10 % for any predictor.
+    """
     if train == 0:
-        raise ValueError("evaluate needs held-out cells: give --train N smaller than the table")
+        raise InputError("evaluate needs held-out cells: give --train N smaller than the table")
     start = time.perf_counter()
     predictor, target, _, test = _fit(device, model, train, seed, data_dir, table, unit)
     summary = {**_summary(predictor, target, len(test)), "seconds": round(time.perf_counter() - start, 3)}
+    ceiling = measurement_ceiling(target)
+    if ceiling is not None:  # what the table's own noise allows (see devicefit.predictors.ceiling)
+        summary |= {"twin_pairs": ceiling.pairs, "ceiling_within_10pct_low": ceiling.twin_agreement,
+                    "ceiling_within_10pct_high": ceiling.upper_bound}
     if as_json:
         print_json(summary)
         return
+    width = max(map(len, summary))
     for k, v in summary.items():
-        typer.echo(f"{k:>14}  {v:.4f}" if isinstance(v, float) else f"{k:>14}  {v}")
+        typer.echo(f"{k:>{width}}  {v:.4f}" if isinstance(v, float) else f"{k:>{width}}  {v}")
 
 
 @predictor_app.command("predict")

@@ -22,6 +22,7 @@ from rich.table import Table
 
 from ..data import load_nb201_table
 from ..data.datadir import DataFileError
+from ..errors import InputError
 from ..proxies import (
     PROXIES,
     TRUTH_COLUMN,
@@ -41,7 +42,7 @@ from .common import DataDirOption, JsonOption, clean_errors, print_json
 def _parse_list(value: str, what: str) -> list[str]:
     items = [v.strip() for v in value.split(",") if v.strip()]
     if not items:
-        raise ValueError(f"{what} must be a comma-separated list, got {value!r}")
+        raise InputError(f"{what} must be a comma-separated list, got {value!r}")
     return items
 
 
@@ -49,9 +50,9 @@ def _parse_shape(value: str) -> tuple[int, ...]:
     try:
         shape = tuple(int(v) for v in _parse_list(value, "--input-shape"))
     except ValueError:
-        raise ValueError(f"--input-shape must be integers separated by commas like 3,32,32, got {value!r}") from None
+        raise InputError(f"--input-shape must be integers separated by commas like 3,32,32, got {value!r}") from None
     if any(s < 1 for s in shape):
-        raise ValueError(f"--input-shape must be positive integers, got {value!r}")
+        raise InputError(f"--input-shape must be positive integers, got {value!r}")
     return shape
 
 
@@ -65,26 +66,26 @@ def load_model_file(path: Path) -> torch.nn.Module:
         if zipfile.is_zipfile(path):
             with zipfile.ZipFile(path) as z:
                 if any(n.endswith("constants.pkl") or "/code/" in n for n in z.namelist()):
-                    raise ValueError(
+                    raise InputError(
                         f"model file {str(path)!r} is a TorchScript archive; save the module itself with "
                         "torch.save(model, path) (proxies need hooks and a BatchNorm-free copy)"
                     )
         obj = torch.load(path, map_location="cpu", weights_only=False)
     except (OSError, EOFError, RuntimeError, AttributeError, ModuleNotFoundError) as exc:
-        raise ValueError(f"model file {str(path)!r} could not be read as a pickled torch module: {exc}") from exc
+        raise InputError(f"model file {str(path)!r} could not be read as a pickled torch module: {exc}") from exc
     except Exception as exc:  # unpickling errors have many types
         if isinstance(exc, ValueError):
             raise
-        raise ValueError(f"model file {str(path)!r} could not be read as a pickled torch module: {exc}") from exc
+        raise InputError(f"model file {str(path)!r} could not be read as a pickled torch module: {exc}") from exc
     if isinstance(obj, torch.jit.ScriptModule):
-        raise ValueError(f"model file {str(path)!r} holds a TorchScript module; save the nn.Module with torch.save")
+        raise InputError(f"model file {str(path)!r} holds a TorchScript module; save the nn.Module with torch.save")
     if isinstance(obj, dict):
-        raise ValueError(
+        raise InputError(
             f"model file {str(path)!r} holds a dict (a state_dict or checkpoint), not a module; "
             "save the whole model with torch.save(model, path)"
         )
     if not isinstance(obj, torch.nn.Module):
-        raise ValueError(f"model file {str(path)!r} holds a {type(obj).__name__}, expected a torch.nn.Module")
+        raise InputError(f"model file {str(path)!r} holds a {type(obj).__name__}, expected a torch.nn.Module")
     return obj.float()
 
 
@@ -113,14 +114,14 @@ def _model_minibatch(
             out = model(x[:2])
         except RuntimeError as exc:
             dims = ", ".join(map(str, shape))
-            raise ValueError(f"the model does not accept inputs of shape (N, {dims}): {exc}") from None
+            raise InputError(f"the model does not accept inputs of shape (N, {dims}): {exc}") from None
         finally:
             model.train(was)
     if not isinstance(out, torch.Tensor) or out.dim() != 2:
-        raise ValueError("the model must return logits of shape (N, classes)")
+        raise InputError("the model must return logits of shape (N, classes)")
     classes = num_classes or int(out.shape[1])
     if classes > out.shape[1]:
-        raise ValueError(f"--num-classes {classes} exceeds the model's {out.shape[1]} outputs")
+        raise InputError(f"--num-classes {classes} exceeds the model's {out.shape[1]} outputs")
     if y is None or int(y.max()) >= classes:
         y = torch.from_numpy(rng.integers(0, classes, size=batch_size))
         origin += ", random labels"
@@ -153,19 +154,19 @@ def proxies_command(
     your own model."""
     names = _parse_list(proxies, "--proxies")
     if dataset not in DATASETS:
-        raise ValueError(f"--dataset must be one of {', '.join(DATASETS)}, got {dataset!r}")
+        raise InputError(f"--dataset must be one of {', '.join(DATASETS)}, got {dataset!r}")
     if (space is None) == (model_file is None):
-        raise ValueError("give exactly one of --space nb201 (score benchmark cells) or --model FILE (your model)")
+        raise InputError("give exactly one of --space nb201 (score benchmark cells) or --model FILE (your model)")
     if model_file is not None:
         _score_model(model_file, names, dataset, batch_size, _parse_shape(input_shape), num_classes, seed, data_dir,
                      source, as_json)
         return
     if space != "nb201":
-        raise ValueError(f"--space must be 'nb201', got {space!r}")
+        raise InputError(f"--space must be 'nb201', got {space!r}")
     if out is None:
-        raise ValueError("--out FILE is required with --space (the results store that makes the run resumable)")
+        raise InputError("--out FILE is required with --space (the results store that makes the run resumable)")
     if workers < 1:
-        raise ValueError(f"--workers must be >= 1, got {workers}")
+        raise InputError(f"--workers must be >= 1, got {workers}")
     settings = NB201ProxySettings(dataset=dataset, seed=seed, proxies=tuple(names), batch_size=batch_size,
                                   source=source, model=nb201_model)
     cells = sample_nb201_cells(sample, seed)

@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ..data import PUBLISHED_OPTIMA, load_nb201_table
+from ..errors import InputError
 from ..spaces import space_statistics
 from . import app
 from .common import DataDirOption, JsonOption, clean_errors, print_json
@@ -18,7 +19,7 @@ SPACES = ("nb201",)
 
 def _check_space(name: str) -> None:
     if name not in SPACES:
-        raise ValueError(f"unknown search space {name!r}; expected one of {', '.join(SPACES)}")
+        raise InputError(f"unknown search space {name!r}; expected one of {', '.join(SPACES)}")
 
 
 @app.command("space")

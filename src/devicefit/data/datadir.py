@@ -5,10 +5,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from ..errors import InputError
+
 ENV_VAR = "DEVICEFIT_DATA"
 
 
-class DataFileError(ValueError):
+class DataFileError(InputError):
     """A data file or directory that is missing, corrupt or not in the expected format."""
 
 

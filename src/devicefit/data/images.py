@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..errors import InputError
 from .datadir import DataFileError
 
 #: Per-channel normalization (mean, std) as used by NB201 and the zero-cost proxies reference code.
@@ -59,7 +60,7 @@ def load_image_folder_tarball(
 
     p = Path(path)
     if split not in ("train", "test"):
-        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+        raise InputError(f"split must be 'train' or 'test', got {split!r}")
     images: dict[str, list[np.ndarray]] = {}
     try:
         with tarfile.open(p, "r:*") as tar:
@@ -141,7 +142,7 @@ def load_mnist_idx(images_path: str | os.PathLike[str], labels_path: str | os.Pa
 def to_tensor(x: np.ndarray, dataset: str = "cifar10") -> torch.Tensor:
     """uint8 (N, H, W, C) -> float32 (N, C, H, W) normalized with ``dataset``'s mean and std."""
     if dataset not in NORMALIZATION:
-        raise ValueError(f"unknown normalization {dataset!r}; expected one of {', '.join(NORMALIZATION)}")
+        raise InputError(f"unknown normalization {dataset!r}; expected one of {', '.join(NORMALIZATION)}")
     mean, std = NORMALIZATION[dataset]
     t = torch.from_numpy(np.ascontiguousarray(x)).permute(0, 3, 1, 2).float().div_(255.0)
     m = torch.tensor(mean[: t.shape[1]]).view(1, -1, 1, 1)

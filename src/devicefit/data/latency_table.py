@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..errors import InputError, UnknownNameError
 from ..spaces.nb201 import ArchStringError, NB201Cell
 from .datadir import DataFileError, data_dir
 
@@ -63,7 +64,7 @@ class LatencyTable:
         try:
             return self.values[cell]
         except KeyError:
-            raise KeyError(f"cell {cell.to_str()} has no {self.unit} value on device {self.device!r}") from None
+            raise UnknownNameError(f"cell {cell.to_str()} has no {self.unit} value on device {self.device!r}") from None
 
     def get(self, cell: NB201Cell) -> float | None:
         return self.values.get(cell)
@@ -162,10 +163,10 @@ def read_latency_csv(
 def write_latency_csv(path: str | os.PathLike[str], tables: list[LatencyTable]) -> None:
     """Write tables of one unit side by side as ``arch_str,<device>...``; missing cells are empty."""
     if not tables:
-        raise ValueError("write_latency_csv needs at least one table")
+        raise InputError("write_latency_csv needs at least one table")
     units = {t.unit for t in tables}
     if len(units) != 1:
-        raise ValueError(f"tables to write together must share a unit, got {sorted(units)}")
+        raise InputError(f"tables to write together must share a unit, got {sorted(units)}")
     cells = sorted(set().union(*(t.values.keys() for t in tables)))
     df = pd.DataFrame({"arch_str": [c.to_str() for c in cells]})
     for t in tables:
@@ -212,4 +213,4 @@ def load_device_table(device: str, data_dir_path: str | os.PathLike[str] | None 
         if device in header and device not in ("arch_str", "nb201_index"):
             return read_latency_csv(help_csv, source="help", columns=[device])[device]
     known = sorted(load_device_tables(root))
-    raise KeyError(f"unknown device {device!r}; devices in {str(root)!r}: {', '.join(known)}")
+    raise UnknownNameError(f"unknown device {device!r}; devices in {str(root)!r}: {', '.join(known)}")

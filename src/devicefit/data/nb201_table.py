@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..errors import OutOfRangeError, UnknownNameError
 from ..spaces.nb201 import ArchStringError, NB201Cell
 from .datadir import DataFileError, data_file
 
@@ -45,21 +46,21 @@ class NB201Table:
 
     def column(self, name: str) -> np.ndarray:
         if name not in self.columns:
-            raise KeyError(f"NB201 table has no column {name!r}; columns: {', '.join(self.columns)}")
+            raise UnknownNameError(f"NB201 table has no column {name!r}; columns: {', '.join(self.columns)}")
         return self.columns[name]
 
     def row(self, cell: NB201Cell) -> int:
         try:
             return self._row[cell]  # type: ignore[attr-defined]
         except KeyError:
-            raise KeyError(f"cell {cell.to_str()} is not in the NB201 table") from None
+            raise UnknownNameError(f"cell {cell.to_str()} is not in the NB201 table") from None
 
     def cell_at(self, nb201_index: int) -> NB201Cell:
         """The cell with official NB201 index ``nb201_index``."""
         try:
             return self.cells[self._row_of_index[int(nb201_index)]]  # type: ignore[attr-defined]
         except KeyError:
-            raise IndexError(
+            raise OutOfRangeError(
                 f"NB201 index {nb201_index} out of range: the table has indices "
                 f"{int(self.nb201_index.min())}..{int(self.nb201_index.max())}"
             ) from None

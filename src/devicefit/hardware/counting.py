@@ -34,6 +34,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 from torch.utils.flop_counter import FlopCounterMode
 
+from ..errors import InputError
+
 
 @dataclass(frozen=True)
 class ModelCost:
@@ -122,10 +124,10 @@ def count_model(model: nn.Module, input_shape: Sequence[int] = (3, 32, 32), *, b
     in eval mode.
     """
     if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        raise InputError(f"batch_size must be >= 1, got {batch_size}")
     shape = (batch_size, *(int(s) for s in input_shape))
     if any(s < 1 for s in shape):
-        raise ValueError(f"input shape must have positive sizes, got {tuple(input_shape)}")
+        raise InputError(f"input shape must have positive sizes, got {tuple(input_shape)}")
     model.eval()
     example = torch.zeros(shape)
     params = count_params(model)

@@ -35,6 +35,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..errors import InputError
+
 Runtime = Literal["torch", "onnxruntime"]
 RUNTIMES: tuple[str, ...] = ("torch", "onnxruntime")
 ONNX_OPSET = 17
@@ -77,15 +79,15 @@ class LatencyMeasurement:
 
 def _check(runtime: str, warmup: int, repeats: int, threads: int, batch_size: int) -> None:
     if runtime not in RUNTIMES:
-        raise ValueError(f"runtime {runtime!r} is not supported; expected one of {', '.join(RUNTIMES)}")
+        raise InputError(f"runtime {runtime!r} is not supported; expected one of {', '.join(RUNTIMES)}")
     if warmup < 0:
-        raise ValueError(f"warmup must be >= 0, got {warmup}")
+        raise InputError(f"warmup must be >= 0, got {warmup}")
     if repeats < 1:
-        raise ValueError(f"repeats must be >= 1, got {repeats}")
+        raise InputError(f"repeats must be >= 1, got {repeats}")
     if threads < 1:
-        raise ValueError(f"threads must be >= 1, got {threads}")
+        raise InputError(f"threads must be >= 1, got {threads}")
     if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        raise InputError(f"batch_size must be >= 1, got {batch_size}")
 
 
 def export_onnx(model: nn.Module, example: torch.Tensor) -> bytes:

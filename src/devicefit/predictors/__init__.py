@@ -2,7 +2,9 @@
 
 One interface (:class:`Predictor`): ``fit(candidates, values)``, ``predict(candidates)`` (in the unit of
 the training values: ms for latency, mJ for energy), ``save(path)`` / :func:`load_predictor`;
-:func:`split_table` and :func:`evaluate` (``devicefit.ranking.regression_report``) for experiments.
+:func:`split_table` and :func:`evaluate` (``devicefit.ranking.regression_report``) for experiments;
+:func:`measurement_ceiling` bounds, from a table's own measurement noise, the share of cells that any
+predictor can place within +-p %.
 
 Energy: every predictor fits a :class:`~devicefit.data.LatencyTable` with ``unit="mJ"`` the same way
 (``fit_table``; the CLI's ``--table CSV --unit mJ``); predictions are then in mJ. None of the NB201 data
@@ -11,7 +13,9 @@ edge GPU / Eyeriss / FPGA, but only its FBNet lookup tables (``fbnet/``, another
 the data directory, so NB201 energy predictors need the user's own mJ table.
 """
 
+from ..errors import InputError
 from .base import NotFittedError, Predictor, evaluate, load_predictor, split_table
+from .ceiling import MeasurementCeiling, measurement_ceiling
 from .flops import FlopsPredictor, cell_macs_params
 from .gcn import GCNPredictor
 from .io import PredictorFileError
@@ -31,7 +35,7 @@ PREDICTORS: dict[str, type[Predictor]] = {
 def make_predictor(name: str) -> Predictor:
     """A fresh predictor by registry name."""
     if name not in PREDICTORS:
-        raise ValueError(f"unknown predictor {name!r}; expected one of {', '.join(PREDICTORS)}")
+        raise InputError(f"unknown predictor {name!r}; expected one of {', '.join(PREDICTORS)}")
     return PREDICTORS[name]()
 
 
@@ -41,6 +45,7 @@ __all__ = [
     "GCNPredictor",
     "LayerwisePredictor",
     "MLPPredictor",
+    "MeasurementCeiling",
     "NotFittedError",
     "Predictor",
     "PredictorFileError",
@@ -50,6 +55,7 @@ __all__ = [
     "evaluate",
     "load_predictor",
     "make_predictor",
+    "measurement_ceiling",
     "sources_for",
     "split_table",
 ]

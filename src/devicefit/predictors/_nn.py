@@ -12,6 +12,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..errors import InputError
+
 
 @dataclass(frozen=True)
 class LogStandardizer:
@@ -40,7 +42,7 @@ class LogStandardizer:
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> LogStandardizer:
         if d.get("kind") != "log-standardize":
-            raise ValueError(f"unknown target normalisation {d.get('kind')!r}")
+            raise InputError(f"unknown target normalisation {d.get('kind')!r}")
         return cls(np.asarray(d["mean"], dtype=np.float64), np.asarray(d["std"], dtype=np.float64))
 
 

@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ..data.latency_table import LatencyTable
+from ..errors import InputError, UnknownNameError
 from ..spaces.nb201 import NB201Cell
 from .io import PredictorFileError, load_arrays, save_arrays
 
@@ -48,12 +49,12 @@ def check_training_set(
     cells = as_cells(candidates)
     y = np.asarray(values, dtype=np.float64).ravel()
     if len(cells) != y.size:
-        raise ValueError(f"{model} predictor: {len(cells)} candidates but {y.size} values")
+        raise InputError(f"{model} predictor: {len(cells)} candidates but {y.size} values")
     if len(cells) < minimum:
-        raise ValueError(f"{model} predictor needs at least {minimum} training cells, got {len(cells)}")
+        raise InputError(f"{model} predictor needs at least {minimum} training cells, got {len(cells)}")
     if not np.all(np.isfinite(y)) or np.any(y <= 0):
         bad = int(np.flatnonzero(~np.isfinite(y) | (y <= 0))[0])
-        raise ValueError(
+        raise InputError(
             f"{model} predictor: training value for {cells[bad].to_str()} is {y[bad]!r}; "
             "latencies/energies must be finite and > 0 (drop missing cells before fitting)"
         )
@@ -107,7 +108,7 @@ class Predictor(ABC):
         import time
 
         if unit not in UNITS:
-            raise ValueError(f"unit must be one of {UNITS}, got {unit!r}")
+            raise InputError(f"unit must be one of {UNITS}, got {unit!r}")
         cells, y = check_training_set(candidates, values, self.min_train, self.name)
         start = time.perf_counter()
         self._fit(cells, y, seed)
@@ -184,7 +185,7 @@ def split_table(table: LatencyTable, n_train: int, seed: int) -> tuple[list[NB20
     """``n_train`` random cells of the table (fixed by ``seed``) and all the others, in table order."""
     cells = sorted(table.cells())
     if not 1 <= n_train < len(cells):
-        raise ValueError(
+        raise InputError(
             f"device {table.device!r} has {len(cells)} cells; the training set must be 1..{len(cells) - 1} "
             f"cells, got {n_train}"
         )
@@ -203,10 +204,10 @@ def evaluate(predictor: Predictor, table: LatencyTable, cells: Iterable[NB201Cel
     cells = table.cells() if cells is None else as_cells(cells)
     missing = [c for c in cells if c not in table]
     if missing:
-        raise KeyError(
+        raise UnknownNameError(
             f"{len(missing)} of the {len(cells)} cells to evaluate have no {table.unit} value on device "
             f"{table.device!r}, e.g. {missing[0].to_str()}; evaluate only on measured cells"
         )
     if predictor.unit != table.unit:
-        raise ValueError(f"predictor is in {predictor.unit!r} but table {table.device!r} is in {table.unit!r}")
+        raise InputError(f"predictor is in {predictor.unit!r} but table {table.device!r} is in {table.unit!r}")
     return regression_report(predictor.predict(cells), table.array(cells))

@@ -33,6 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..errors import InputError
 from ..spaces.nb201 import NUM_CELLS, NB201Cell, all_cells
 from ._nn import TrainConfig
 from .neural import NeuralPredictor
@@ -157,4 +158,4 @@ class GCNPredictor(NeuralPredictor):
 
     def check_encoding(self, params: dict[str, Any]) -> None:
         if list(params["node_labels"]) != list(NODE_LABELS) or params["max_nodes"] != MAX_NODES:
-            raise ValueError("graph encoding of the saved GCN differs from this version's")
+            raise InputError("graph encoding of the saved GCN differs from this version's")

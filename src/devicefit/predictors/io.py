@@ -18,11 +18,13 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import InputError
+
 FORMAT = "devicefit-predictor"
 FORMAT_VERSION = 1
 
 
-class PredictorFileError(ValueError):
+class PredictorFileError(InputError):
     """A saved predictor that is missing, corrupt, or whose weights and metadata do not match."""
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import InputError
 from ..spaces.nb201 import NUM_EDGES, NUM_OPS, OPS, NB201Cell
 from .base import Predictor
 
@@ -44,7 +45,7 @@ class LayerwisePredictor(Predictor):
         x = design_matrix(cells)
         rank = np.linalg.matrix_rank(x)
         if rank < NUM_TERMS:
-            raise ValueError(
+            raise InputError(
                 f"layerwise predictor: the {len(cells)} training cells determine only {rank} of its {NUM_TERMS} "
                 "terms (base + each non-none op on each edge); add cells that use every op on every edge"
             )

@@ -42,6 +42,7 @@ import numpy as np
 import torch
 
 from ..data.latency_table import LatencyTable
+from ..errors import InputError
 from ..spaces.nb201 import NB201Cell, all_cells
 from ._nn import TrainConfig, arrays_to_state, predict_batched, state_to_arrays, train_network
 from .base import Predictor
@@ -73,7 +74,7 @@ def device_family(device: str) -> str:
 def sources_for(target: str, tables: Mapping[str, LatencyTable], *, leave: str = "family") -> dict[str, LatencyTable]:
     """The source tables for ``target``: all others minus its family (``leave="family"``) or minus itself."""
     if leave not in ("family", "device"):
-        raise ValueError(f"leave must be 'family' or 'device', got {leave!r}")
+        raise InputError(f"leave must be 'family' or 'device', got {leave!r}")
     fam = device_family(target)
     return {
         name: t
@@ -136,7 +137,7 @@ class TransferPredictor(Predictor):
     def pretrain(self, sources: Mapping[str, LatencyTable], *, seed: int = 0) -> TransferPredictor:
         """Fit the multi-device GCN on ``pretrain_cells`` random cells of the source tables."""
         if len(sources) < 2:
-            raise ValueError(f"transfer pre-training needs at least 2 source devices, got {len(sources)}")
+            raise InputError(f"transfer pre-training needs at least 2 source devices, got {len(sources)}")
         names = sorted(sources)
         pool = sorted(set().union(*(sources[n].values.keys() for n in names)))
         rng = random.Random(seed)
@@ -165,7 +166,7 @@ class TransferPredictor(Predictor):
     def source_features(self, cells: list[NB201Cell]) -> np.ndarray:
         """``(n, S)``: the pre-trained trunk's standardised log-latency of each cell on each source device."""
         if self.model is None:
-            raise ValueError("transfer predictor is not pre-trained: call pretrain(source_tables) first")
+            raise InputError("transfer predictor is not pre-trained: call pretrain(source_tables) first")
         if self._all_features is not None or len(cells) > 2000:  # many cells: embed the whole space once
             if self._all_features is None:
                 self._all_features = self._features(all_cells())
@@ -210,7 +211,7 @@ class TransferPredictor(Predictor):
 
     def _restore(self, params: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
         if list(params["node_labels"]) != list(NODE_LABELS) or params["max_nodes"] != MAX_NODES:
-            raise ValueError("graph encoding of the saved transfer predictor differs from this version's")
+            raise InputError("graph encoding of the saved transfer predictor differs from this version's")
         self.hidden, self.layers, self.dropout = int(params["hidden"]), int(params["layers"]), float(params["dropout"])
         self.pretrain_cells = int(params["pretrain_cells"])
         self.train_config = TrainConfig(**params["pretrain"])

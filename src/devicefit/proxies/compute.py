@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from ..errors import InputError
 from .baselines import flops, params
 from .gradient_pass import GRADIENT_PROXIES, gradient_pass
 from .result import PROXIES, ProxyResult, check_proxy_names
@@ -47,13 +48,13 @@ def compute_proxies(
     """
     names = check_proxy_names(list(names))
     if not isinstance(model, nn.Module):
-        raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        raise InputError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if not isinstance(inputs, torch.Tensor) or inputs.dim() < 2:
         got = getattr(inputs, "shape", inputs)
-        raise ValueError(f"inputs must be a tensor (N, ...) with a batch dimension, got {got}")
+        raise InputError(f"inputs must be a tensor (N, ...) with a batch dimension, got {got}")
     if not isinstance(targets, torch.Tensor) or targets.shape != inputs.shape[:1]:
         got = getattr(targets, "shape", targets)
-        raise ValueError(f"targets must be a tensor of shape ({inputs.shape[0]},), got {got}")
+        raise InputError(f"targets must be a tensor of shape ({inputs.shape[0]},), got {got}")
     results: dict[str, ProxyResult] = {}
     seconds: dict[str, float] = {}
     shape = tuple(inputs.shape[1:])

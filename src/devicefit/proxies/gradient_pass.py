@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import InputError
 from .layers import is_relu, scored_layers, scoring_state
 from .result import ProxyResult
 
@@ -77,7 +78,7 @@ def gradient_pass(
     if not want:
         return {}
     if inputs.shape[0] < 2:
-        raise ValueError(f"gradient proxies need a minibatch of at least 2 inputs, got shape {tuple(inputs.shape)}")
+        raise InputError(f"gradient proxies need a minibatch of at least 2 inputs, got shape {tuple(inputs.shape)}")
     need_ce = bool(want & {"grad_norm", "snip", "grasp", "fisher"})
     need_jacob = bool(want & {"jacob_cov", "nwot"})
     results: dict[str, ProxyResult] = {}
@@ -117,7 +118,7 @@ def gradient_pass(
             for h in hooks:
                 h.remove()
         if not isinstance(out, torch.Tensor) or out.dim() != 2:
-            raise ValueError(f"the model must return logits of shape (N, classes), got {type(out).__name__} "
+            raise InputError(f"the model must return logits of shape (N, classes), got {type(out).__name__} "
                              f"{tuple(out.shape) if isinstance(out, torch.Tensor) else ''}")
 
         # 1. input Jacobian (jacob_cov) and the ReLUs it visits (nwot).

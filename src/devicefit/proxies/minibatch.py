@@ -31,6 +31,7 @@ import torch
 
 from ..data import data_file, load_image_folder_tarball, load_npz_images, random_crop_flip, to_tensor
 from ..data.datadir import DataFileError
+from ..errors import InputError
 
 DATASETS = ("cifar10", "cifar100", "imagenet16")
 NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "imagenet16": 120}
@@ -64,7 +65,7 @@ class ImagePool:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """A random minibatch (without replacement), train-transformed and normalised."""
         if not 2 <= batch_size <= len(self.x):
-            raise ValueError(f"batch size must be in 2..{len(self.x)} for the {self.dataset} pool, got {batch_size}")
+            raise InputError(f"batch size must be in 2..{len(self.x)} for the {self.dataset} pool, got {batch_size}")
         idx = np.sort(rng.choice(len(self.x), size=batch_size, replace=False))
         x = self.x[idx]
         if self.crop_padding:
@@ -77,12 +78,12 @@ def load_image_pool(
 ) -> ImagePool:
     """The training images of ``dataset`` (cifar10, cifar100 or imagenet16) from the data directory."""
     if dataset not in DATASETS:
-        raise ValueError(f"unknown dataset {dataset!r}; expected one of {', '.join(DATASETS)}")
+        raise InputError(f"unknown dataset {dataset!r}; expected one of {', '.join(DATASETS)}")
     if source not in ("npz", "jpeg"):
-        raise ValueError(f"image source must be 'npz' or 'jpeg', got {source!r}")
+        raise InputError(f"image source must be 'npz' or 'jpeg', got {source!r}")
     if source == "jpeg":
         if dataset != "cifar10":
-            raise ValueError(f"the JPEG image source exists only for cifar10, not {dataset!r}; use source='npz'")
+            raise InputError(f"the JPEG image source exists only for cifar10, not {dataset!r}; use source='npz'")
         s = load_image_folder_tarball(data_file("images/cifar10-jpg.tar.gz", data_dir), "train")
         return ImagePool(dataset, source, s.x, s.y, crop_padding=4)
     if dataset == "imagenet16":

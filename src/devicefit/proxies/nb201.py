@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from ..data import NB201Table
+from ..errors import InputError
 from ..ranking import pairwise_accuracy, ranking_report
 from ..spaces import NUM_CELLS, NB201Cell, build_nb201
 from ..spaces.nb201_model import InferCell, ReLUConvBN
@@ -46,12 +47,12 @@ class NB201ProxySettings:
 
     def __post_init__(self) -> None:
         if self.model not in NB201_MODELS:
-            raise ValueError(f"unknown NB201 model variant {self.model!r}; expected one of {', '.join(NB201_MODELS)}")
+            raise InputError(f"unknown NB201 model variant {self.model!r}; expected one of {', '.join(NB201_MODELS)}")
         object.__setattr__(self, "proxies", tuple(check_proxy_names(list(self.proxies))))
         if self.dataset not in TRUTH_COLUMN:
-            raise ValueError(f"unknown dataset {self.dataset!r}; expected one of {', '.join(TRUTH_COLUMN)}")
+            raise InputError(f"unknown dataset {self.dataset!r}; expected one of {', '.join(TRUTH_COLUMN)}")
         if self.batch_size < 2:
-            raise ValueError(f"batch size must be >= 2, got {self.batch_size}")
+            raise InputError(f"batch size must be >= 2, got {self.batch_size}")
 
     def meta(self) -> dict[str, Any]:
         return {"space": "nb201", **asdict(self), "proxies": list(self.proxies)}
@@ -88,7 +89,7 @@ def add_cell_conv_biases(net: nn.Module) -> nn.Module:
 def sample_nb201_cells(n: int, seed: int) -> list[NB201Cell]:
     """``n`` distinct cells drawn uniformly from all 15,625 (a larger ``n`` extends a smaller one's sample)."""
     if not 1 <= n <= NUM_CELLS:
-        raise ValueError(f"sample size must be in 1..{NUM_CELLS}, got {n}")
+        raise InputError(f"sample size must be in 1..{NUM_CELLS}, got {n}")
     order = np.random.default_rng(seed).permutation(NUM_CELLS)[:n]
     return [NB201Cell.from_index(int(i)) for i in order]
 
@@ -141,12 +142,12 @@ def run_nb201_proxies(
     the dataset's image pool (single process only).
     """
     if workers < 1:
-        raise ValueError(f"workers must be >= 1, got {workers}")
+        raise InputError(f"workers must be >= 1, got {workers}")
     todo = [c.to_str() for c in cells if c.to_str() not in store]
     if not todo:
         return 0
     if pool is not None and workers != 1:
-        raise ValueError("an explicit image pool can only be used with workers=1")
+        raise InputError("an explicit image pool can only be used with workers=1")
     if workers == 1:
         if pool is None:
             pool = load_image_pool(settings.dataset, source=settings.source, data_dir=data_dir)

@@ -10,6 +10,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from ..errors import InputError
+
 
 @dataclass(frozen=True)
 class ProxySpec:
@@ -31,7 +33,7 @@ class ProxyResult:
 
     def __post_init__(self) -> None:
         if (self.score is None) == (self.error is None):
-            raise ValueError(f"proxy result {self.name!r} needs exactly one of score or error")
+            raise InputError(f"proxy result {self.name!r} needs exactly one of score or error")
 
     @property
     def ok(self) -> bool:
@@ -81,11 +83,11 @@ VOTE_PROXIES: tuple[str, ...] = ("synflow", "jacob_cov", "snip")
 def check_proxy_names(names: list[str] | tuple[str, ...]) -> list[str]:
     """Validate proxy names (``vote`` is not a per-network proxy: it combines three over candidates)."""
     if not names:
-        raise ValueError(f"no proxies requested; choose from {', '.join(PROXIES)}")
+        raise InputError(f"no proxies requested; choose from {', '.join(PROXIES)}")
     unknown = [n for n in names if n not in PROXIES]
     if unknown:
         hint = " ('vote' combines synflow, jacob_cov and snip over candidates)" if "vote" in unknown else ""
-        raise ValueError(
+        raise InputError(
             f"unknown proxy name(s) {', '.join(map(repr, unknown))}; expected some of {', '.join(PROXIES)}{hint}"
         )
     return list(dict.fromkeys(names))

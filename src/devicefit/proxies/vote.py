@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..errors import InputError
 from .result import PROXIES, VOTE_PROXIES
 
 _BLOCK = 1024
@@ -55,7 +56,7 @@ class PairwiseVote:
         t = np.asarray(truth, dtype=np.float64).ravel()
         n = self.scores.shape[1]
         if t.shape != (n,) or not np.isfinite(t).all():
-            raise ValueError(f"truth must hold {n} finite values, got shape {t.shape}")
+            raise InputError(f"truth must hold {n} finite values, got shape {t.shape}")
         agree = total = 0.0
         for start in range(0, n, _BLOCK):
             rows = slice(start, start + _BLOCK)
@@ -66,7 +67,7 @@ class PairwiseVote:
             agree += (m == dt)[mask].sum() + 0.5 * (m == 0)[mask].sum()
             total += mask.sum()
         if total == 0:
-            raise ValueError("pairwise accuracy needs at least two distinct truth values")
+            raise InputError("pairwise accuracy needs at least two distinct truth values")
         return float(agree / total)
 
 
@@ -77,17 +78,17 @@ def vote(scores: Mapping[str, Sequence[float] | np.ndarray], voters: Sequence[st
     drop candidates where a voter failed). Lower-is-better proxies are flipped by their declared direction.
     """
     if len(voters) < 1:
-        raise ValueError("vote needs at least one voter")
+        raise InputError("vote needs at least one voter")
     missing = [v for v in voters if v not in scores]
     if missing:
-        raise ValueError(f"vote needs scores of {', '.join(voters)}; missing {', '.join(missing)}")
+        raise InputError(f"vote needs scores of {', '.join(voters)}; missing {', '.join(missing)}")
     rows = []
     for v in voters:
         a = np.asarray(scores[v], dtype=np.float64).ravel()
         if not np.isfinite(a).all():
-            raise ValueError(f"vote: {v} scores must be finite; drop the candidates where {v} failed")
+            raise InputError(f"vote: {v} scores must be finite; drop the candidates where {v} failed")
         higher = PROXIES[v].higher_is_better if v in PROXIES else True
         rows.append(a if higher else -a)
     if len({r.size for r in rows}) != 1:
-        raise ValueError(f"vote: every voter needs the same number of candidates, got {[r.size for r in rows]}")
+        raise InputError(f"vote: every voter needs the same number of candidates, got {[r.size for r in rows]}")
     return PairwiseVote(np.stack(rows))

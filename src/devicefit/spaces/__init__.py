@@ -15,6 +15,7 @@ from .nb201 import (
     sample_cell,
     sample_unique_cells,
     space_statistics,
+    twin_pairs,
 )
 from .nb201_model import NB201Network, build_nb201
 
@@ -35,4 +36,5 @@ __all__ = [
     "sample_cell",
     "sample_unique_cells",
     "space_statistics",
+    "twin_pairs",
 ]

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..errors import InputError, OutOfRangeError
+
 OPS: tuple[str, ...] = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
 NUM_OPS = len(OPS)
 NUM_NODES = 4
@@ -30,7 +32,7 @@ _OP_INDEX = {name: i for i, name in enumerate(OPS)}
 NONE, SKIP, CONV1, CONV3, POOL = range(NUM_OPS)
 
 
-class ArchStringError(ValueError):
+class ArchStringError(InputError):
     """An architecture string that is not a valid NAS-Bench-201 cell."""
 
 
@@ -58,7 +60,7 @@ class NB201Cell:
     def from_index(cls, ops_index: int) -> NB201Cell:
         """The cell at position ``ops_index`` of :func:`all_cells` (NOT the official NB201 index)."""
         if not 0 <= ops_index < NUM_CELLS:
-            raise IndexError(f"NB201 enumeration index {ops_index} out of range 0..{NUM_CELLS - 1}")
+            raise OutOfRangeError(f"NB201 enumeration index {ops_index} out of range 0..{NUM_CELLS - 1}")
         digits = []
         for _ in range(NUM_EDGES):
             ops_index, d = divmod(ops_index, NUM_OPS)
@@ -89,8 +91,22 @@ class NB201Cell:
         return not _reaches_output(self.ops)
 
     def canonical_key(self) -> str:
-        """A key equal for isomorphic cells (same function for any weights), see :func:`canonical_key`."""
+        """NB201's key for equivalent cells (``to_unique_str(consider_zero=True)``), see :func:`canonical_key`."""
         return canonical_key(self.ops)
+
+    def twin(self) -> NB201Cell | None:
+        """The other cell that runs exactly the same computation, or None when there is none.
+
+        With edge 1->2 ``none``, nodes 1 and 2 both read only the input, so swapping them (edges 0->1 with
+        0->2, and 1->3 with 2->3) gives a different arch string for the same operations on the same tensor
+        shapes: the same network, only listed in another order. Two such cells measured on a device differ
+        by measurement noise alone, which :func:`devicefit.predictors.measurement_ceiling` uses. None when
+        edge 1->2 is not ``none`` or the swap gives this cell back.
+        """
+        a01, a02, a12, a03, a13, a23 = self.ops
+        if a12 != NONE or (a01, a13) == (a02, a23):
+            return None
+        return NB201Cell((a02, a01, NONE, a03, a23, a13))
 
     def neighbours(self) -> list[NB201Cell]:
         """The 24 cells that differ from this one in exactly one edge."""
@@ -182,6 +198,16 @@ def iter_cells() -> Iterator[NB201Cell]:
         yield NB201Cell(ops)
 
 
+def twin_pairs() -> list[tuple[NB201Cell, NB201Cell]]:
+    """All 1,500 unordered pairs of cells that are the same computation (see :meth:`NB201Cell.twin`)."""
+    pairs = []
+    for cell in iter_cells():
+        twin = cell.twin()
+        if twin is not None and cell < twin:
+            pairs.append((cell, twin))
+    return pairs
+
+
 def sample_cell(rng: random.Random) -> NB201Cell:
     return NB201Cell(tuple(rng.randrange(NUM_OPS) for _ in range(NUM_EDGES)))
 
@@ -196,7 +222,7 @@ def sample_unique_cells(n: int, seed: int = 0) -> list[NB201Cell]:
     The sample for ``n`` is a prefix of the sample for any larger ``n`` with the same seed.
     """
     if not 1 <= n <= UNIQUE_CONNECTED_CELLS:
-        raise ValueError(
+        raise InputError(
             f"sample size must be in 1..{UNIQUE_CONNECTED_CELLS} (unique connected NB201 cells), got {n}"
         )
     rng = random.Random(seed)
@@ -228,6 +254,8 @@ def canonical_key(ops: tuple[int, ...]) -> str:
     exactly ``#``) is the zero term ``#``. This reproduces the published 6,466 unique cells of 15,625.
     Like the reference, it does not reduce a node whose inputs are all zero (``#+#``) to ``#``; doing
     so would merge a few more equivalent cells (6,285 classes) but would no longer match the benchmark.
+    Because zero terms stay in the sums (node 2 of ``|x~0|+|y~0|none~1|+...`` is ``#+(0)@y``), the key
+    also tells apart most :meth:`NB201Cell.twin` pairs, which are one network under two arch strings.
     """
     terms = {0: "0"}
     k = 0

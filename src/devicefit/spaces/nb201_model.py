@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..errors import InputError
 from .nb201 import EDGES, NONE, NUM_NODES, OPS, NB201Cell
 
 
@@ -32,7 +33,7 @@ def _edge_op(name: str, channels: int) -> nn.Module:
         return ReLUConvBN(channels, channels, 3, 1, 1)
     if name == "avg_pool_3x3":
         return nn.AvgPool2d(3, stride=1, padding=1, count_include_pad=False)
-    raise ValueError(f"NB201 operation {name!r} has no module; expected one of {', '.join(OPS[1:])}")
+    raise InputError(f"NB201 operation {name!r} has no module; expected one of {', '.join(OPS[1:])}")
 
 
 class InferCell(nn.Module):
@@ -85,7 +86,7 @@ class NB201Network(nn.Module):
     def __init__(self, cell: NB201Cell, channels: int = 16, cells_per_stage: int = 5, num_classes: int = 10) -> None:
         super().__init__()
         if channels < 1 or cells_per_stage < 1 or num_classes < 1:
-            raise ValueError(
+            raise InputError(
                 f"NB201 network needs channels, cells_per_stage and num_classes >= 1, got "
                 f"{channels}, {cells_per_stage}, {num_classes}"
             )
@@ -105,7 +106,7 @@ class NB201Network(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4 or x.shape[1] != 3:
-            raise ValueError(f"NB201 network input must have shape (N, 3, H, W), got {tuple(x.shape)}")
+            raise InputError(f"NB201 network input must have shape (N, 3, H, W), got {tuple(x.shape)}")
         out = self.lastact(self.cells(self.stem(x)))
         return self.classifier(self.global_pooling(out).flatten(1))
 

@@ -11,15 +11,17 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from ..errors import InputError
+
 
 def _objectives(objectives: Sequence[Sequence[float]] | np.ndarray, maximize: Sequence[bool]) -> np.ndarray:
     x = np.asarray(objectives, dtype=np.float64)
     if x.ndim != 2:
-        raise ValueError(f"objectives must be a 2-D array (points x objectives), got shape {x.shape}")
+        raise InputError(f"objectives must be a 2-D array (points x objectives), got shape {x.shape}")
     if x.shape[1] != len(maximize):
-        raise ValueError(f"objectives have {x.shape[1]} columns but maximize has {len(maximize)} entries")
+        raise InputError(f"objectives have {x.shape[1]} columns but maximize has {len(maximize)} entries")
     if not np.isfinite(x).all():
-        raise ValueError("objectives must be finite; drop failed (NaN/inf) evaluations first")
+        raise InputError("objectives must be finite; drop failed (NaN/inf) evaluations first")
     # Flip to "lower is better" on every column.
     return np.where(np.asarray(maximize, dtype=bool), -x, x)
 
@@ -44,7 +46,7 @@ def pareto_front(cost: Sequence[float] | np.ndarray, value: Sequence[float] | np
     c = np.asarray(cost, dtype=np.float64).ravel()
     v = np.asarray(value, dtype=np.float64).ravel()
     if c.shape != v.shape:
-        raise ValueError(f"cost and value must have the same length, got {c.size} and {v.size}")
+        raise InputError(f"cost and value must have the same length, got {c.size} and {v.size}")
     idx = np.flatnonzero(pareto_mask(np.column_stack([c, v]), (False, True)))
     return idx[np.lexsort((-v[idx], c[idx]))]
 

@@ -15,6 +15,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from ..errors import InputError
+
 
 class ResultStore:
     def __init__(self, path: str | os.PathLike[str], *, meta: dict[str, Any] | None = None) -> None:
@@ -30,7 +32,7 @@ class ResultStore:
             self._db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
             self._db.commit()
         except sqlite3.DatabaseError as exc:
-            raise ValueError(f"results store {str(self.path)!r} is not a devicefit SQLite store: {exc}") from exc
+            raise InputError(f"results store {str(self.path)!r} is not a devicefit SQLite store: {exc}") from exc
         if meta is not None:
             self._check_meta(meta)
 
@@ -39,7 +41,7 @@ class ResultStore:
         for k, v in meta.items():
             encoded = json.dumps(v, sort_keys=True)
             if k in stored and stored[k] != encoded:
-                raise ValueError(
+                raise InputError(
                     f"results store {str(self.path)!r} was made with {k}={stored[k]}, not {encoded}; "
                     "use another output file or the original settings"
                 )
