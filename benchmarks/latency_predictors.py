@@ -49,6 +49,9 @@ BASELINES = ("flops", "layerwise", "mlp", "gcn")
 SIZES = (900, 100, 20)
 TRANSFER_SIZES = (10, 20)
 SEEDS = (0, 1, 2)
+# Is a device's within +-10 % short of its noise bracket for want of data or of model? Cheap predictors only.
+CURVE_SIZES = (3000, 8000)
+CURVE_MODELS = ("layerwise", "mlp")
 # Published Spearman rho (HELP, arXiv 2106.08630, Table 3: BRP-NAS GCN with 900 samples, re-measured).
 PUBLISHED_BRP_900 = {"raspi4": 0.847, "eyeriss": 0.811, "fpga": 0.801, "pixel2": 0.666, "gold_6226": 0.796,
                      "titan_rtx_256": 0.814}
@@ -86,6 +89,7 @@ def phases(tables: dict[str, LatencyTable]) -> list[tuple[str, list[tuple[str, s
          [(d, m, n, 0) for n in (100, 20) for d in rest for m in BASELINES]),
         ("transfer, other devices", [(d, "transfer", n, s) for d in rest for s in SEEDS for n in TRANSFER_SIZES]),
         ("seeds 1-2, other devices", [(d, m, n, s) for s in SEEDS[1:] for n in SIZES for d in rest for m in BASELINES]),
+        ("learning curve beyond 900 cells", [(d, m, n, 0) for n in CURVE_SIZES for d in first for m in CURVE_MODELS]),
     ]
 
 
@@ -162,13 +166,20 @@ NOTES = """## Notes
   100 % of cells for titan_rtx_256, eyeriss and fpga from 100 cells: these HELP/HW-NAS-Bench tables are
   (near-)sums of per-(edge, op) costs (eyeriss and fpga are HW-NAS-Bench *estimates*, not measurements).
   There a learned predictor has little to add, and the GCN lands slightly below the linear model.
-- **Within +-10 % has a data ceiling.** On raspi4 and pixel2 every predictor, including the layer-wise
-  fit on 900 cells, stays near 0.5 within +-10 %: pixel2 values are whole milliseconds and raspi4
-  measurements are noisy; HELP's raspi4 also times most of the 341 disconnected cells near zero
-  (median 0.14 ms, against 26 ms for the connected cells). The goal
-  "Spearman >= 0.95 and >= 95 % within +-10 % on every device" is met where the table allows it and not
-  on raspi4, pixel2 and gold_6226 by any predictor here. nn-Meter's 99 % within +-10 % is for its
-  kernel-level predictors on its own measurements of other models, not on these tables.
+- **How much within +-10 % the measurements allow (last column of the N = 900 table).** NB201 has 1,500
+  pairs of *twin* cells, one network under two arch strings (edge 1->2 `none`, nodes 1 and 2 swapped:
+  `NB201Cell.twin`; a test checks that both compute the same outputs from the same weights), so the two
+  measured values of a pair differ by noise alone: timer jitter, thermal state, drift along the
+  measurement order, whole-millisecond rounding (the HELP phones). `devicefit.predictors.measurement_ceiling`
+  turns the pairs into a bracket for the share within +-10 % that *any* predictor can reach: the low end is
+  what re-measuring reaches (one twin predicting the other); the high end, sqrt(P(|log(y1/y2)| <= 2 a))
+  with a = -log(0.9), holds for independent noise, since a prediction within +-10 % of both twins
+  puts them within 2a of each other. Where the high end is below 0.95, the issue's 95 % goal is out of
+  reach of every predictor: raspi4 (<= 0.92), pixel2 (<= 0.85, values in whole ms), pixel3 (<= 0.91),
+  the LatBench edge TPU "large" setting (<= 0.89) and the Snapdragon 675 CPU (<= 0.94). HELP's raspi4
+  also times most of the 341 disconnected cells near zero (median 0.14 ms, against 26 ms for the connected
+  cells), which makes its MAPE large. nn-Meter's 99 % within +-10 % is for its kernel-level predictors on
+  its own measurements of other models, not on these tables.
 - **Transfer protocol.** For the six HELP devices one trunk is pre-trained on 28 sources: every device
   outside the six devices' families (HELP: 1080ti, 2080ti, titanx at batch 1/32/256, gold_6240,
   silver_4114, pixel3, samsung_a50; LatBench: all 15 settings). Devices of the same family (titan_rtx_1/32
@@ -186,6 +197,15 @@ NOTES = """## Notes
 - **Energy.** The predictors fit `unit="mJ"` tables the same way; no NB201 energy table is in the data
   directory (LatBench and HELP are latency only; the HW-NAS-Bench energy data here is the FBNet space).
 """
+
+
+def mean_cell(recs: list[dict[str, Any]]) -> str:
+    """``spearman / within+-10 %`` averaged over seeds, ``(k)`` when fewer than 3 seeds finished."""
+    if not recs:
+        return ""
+    sp = statistics.mean(r["spearman"] for r in recs)
+    w10 = statistics.mean(r["within_10pct"] for r in recs)
+    return f"{sp:.3f} / {w10:.3f}" + (f" ({len(recs)})" if len(recs) < 3 else "")
 
 
 def goal_check(
@@ -258,7 +278,7 @@ def report(store: ResultStore, tables: dict[str, LatencyTable], ran_for_s: float
                     continue
                 sp = statistics.mean(r["spearman"] for r in recs)
                 w10 = statistics.mean(r["within_10pct"] for r in recs)
-                row.append(f"{sp:.3f} / {w10:.3f}" + (f" ({len(recs)})" if len(recs) < 3 else ""))
+                row.append(mean_cell(recs))
                 means[m]["all"].append(sp)
                 means[m]["all_w"].append(w10)
                 if d in HELP6:
@@ -287,6 +307,21 @@ def report(store: ResultStore, tables: dict[str, LatencyTable], ran_for_s: float
         if n == 900:
             body += [goal_check(res, ceilings, devices), ""]
     data["summary"] = summary
+    curve_rows = []
+    for d in devices:
+        for m in CURVE_MODELS:
+            cells = [res.get((d, m, n), []) for n in (900, *CURVE_SIZES)]
+            if any(cells[1:]):
+                c = ceilings.get(d)
+                curve_rows.append([d, m, *(mean_cell(r) for r in cells),
+                                   f"{c.twin_agreement:.3f} - {c.upper_bound:.3f}" if c else ""])
+    if curve_rows:
+        body += ["## More training cells (seed 0): data or model?", "",
+                 "The same predictors trained on 3,000 and 8,000 cells of the HELP six and this machine's tables, "
+                 "against the noise bracket of each table (within +-10 %). Where the share keeps rising with "
+                 "cells, 900 cells, not the model, limit it.", "",
+                 markdown_table(["device", "predictor", "900 (mean over seeds)", "3000", "8000",
+                                 "noise bracket"], curve_rows), ""]
     # timing
     trows = []
     for m in (*BASELINES, "transfer"):

@@ -105,8 +105,12 @@ def test_malformed_arch_strings_name_the_problem(bad: str, fragment: str) -> Non
 
 
 def test_bad_cells_and_indices() -> None:
-    with pytest.raises(ArchStringError, match="6 operation indices"):
-        NB201Cell((0, 1, 5, 0, 0, 0))
+    for bad in [(0, 1, 5, 0, 0, 0), (1.5, 2, 3, 4, 0, 1), ("a", 1, 1, 1, 1, 1), (1, 2, 3), None]:
+        with pytest.raises(ArchStringError, match="6 operation indices"):
+            NB201Cell(bad)
+    # Numpy integers and lists give the same cell, with plain-int ops.
+    cell = NB201Cell([np.int64(3), 2, 1, 0, 4, 3])
+    assert cell == NB201Cell((3, 2, 1, 0, 4, 3)) and all(type(o) is int for o in cell.ops)
     with pytest.raises(IndexError, match="out of range"):
         NB201Cell.from_index(NUM_CELLS)
 

@@ -29,6 +29,10 @@ NUM_EDGES = len(EDGES)
 NUM_CELLS = NUM_OPS**NUM_EDGES  # 15,625
 
 _OP_INDEX = {name: i for i, name in enumerate(OPS)}
+#: Every valid op tuple, mapped to itself (equal tuples of numpy ints map to the plain-int one).
+_OPS_TUPLES: dict[tuple[int, ...], tuple[int, ...]] = {
+    ops: ops for ops in itertools.product(range(NUM_OPS), repeat=NUM_EDGES)
+}
 NONE, SKIP, CONV1, CONV3, POOL = range(NUM_OPS)
 
 
@@ -43,8 +47,16 @@ class NB201Cell:
     ops: tuple[int, ...]
 
     def __post_init__(self) -> None:
-        ops = tuple(int(o) for o in self.ops)
-        if len(ops) != NUM_EDGES or any(not 0 <= o < NUM_OPS for o in ops):
+        canonical = _OPS_TUPLES.get(self.ops) if type(self.ops) is tuple else None
+        if canonical is not None:  # fast path: loaders build hundreds of thousands of cells
+            object.__setattr__(self, "ops", canonical)
+            return
+        try:
+            ops = tuple(int(o) for o in self.ops)
+            exact = all(o == raw for o, raw in zip(ops, self.ops))
+        except (TypeError, ValueError):
+            ops, exact = (), False
+        if not exact or len(ops) != NUM_EDGES or any(not 0 <= o < NUM_OPS for o in ops):
             raise ArchStringError(
                 f"NB201 cell {self.ops!r}: expected {NUM_EDGES} operation indices in 0..{NUM_OPS - 1}"
             )
