@@ -11,6 +11,7 @@ arXiv 2007.08668): 0 none, 1 skip_connect, 2 nor_conv_1x1, 3 nor_conv_3x3, 4 avg
 
 from __future__ import annotations
 
+import functools
 import itertools
 import random
 from collections.abc import Iterator
@@ -210,14 +211,10 @@ def iter_cells() -> Iterator[NB201Cell]:
         yield NB201Cell(ops)
 
 
-def twin_pairs() -> list[tuple[NB201Cell, NB201Cell]]:
+@functools.cache
+def twin_pairs() -> tuple[tuple[NB201Cell, NB201Cell], ...]:
     """All 1,500 unordered pairs of cells that are the same computation (see :meth:`NB201Cell.twin`)."""
-    pairs = []
-    for cell in iter_cells():
-        twin = cell.twin()
-        if twin is not None and cell < twin:
-            pairs.append((cell, twin))
-    return pairs
+    return tuple((cell, twin) for cell in iter_cells() if (twin := cell.twin()) is not None and cell < twin)
 
 
 def sample_cell(rng: random.Random) -> NB201Cell:
