@@ -384,6 +384,9 @@ def main() -> None:
                     help="run only the devices of every K-th trunk group, starting at I (0-based), so K processes "
                          "share the grid without pre-training a trunk twice; shards write no report (run "
                          "--report-only afterwards)")
+    ap.add_argument("--reverse", action="store_true",
+                    help="take each phase's tasks last first, so a second process on the same shard meets the "
+                         "first in the middle")
     args = ap.parse_args()
     shard = parse_shard(args.shard)
     torch.set_num_threads(1)
@@ -397,7 +400,9 @@ def main() -> None:
             todo = [t for t in tasks if key(*t) not in store
                     and (shard is None or owner[t[0]] == shard[0])]
             print(f"== {title}: {len(todo)} of {len(tasks)} to run", flush=True)
-            for device, model, n, seed in todo:
+            for device, model, n, seed in reversed(todo) if args.reverse else todo:
+                if key(device, model, n, seed) in store:  # another process (--reverse, a shard) did it
+                    continue
                 if args.max_minutes and time.perf_counter() - start > 60 * args.max_minutes:
                     print("time budget reached; stopping", flush=True)
                     if shard is None:
