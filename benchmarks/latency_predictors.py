@@ -184,6 +184,14 @@ NOTES = """## Notes
   also times most of the 341 disconnected cells near zero (median 0.14 ms, against 26 ms for the connected
   cells), which makes its MAPE large. nn-Meter's 99 % within +-10 % is for its kernel-level predictors on
   its own measurements of other models, not on these tables.
+- **900 cells, not the model, hold the GCN and MLP below 95 % where the noise allows it.** On the devices
+  whose noise bracket reaches past 0.95, the MLP goes from 0.84 / 0.88 / 0.78 within +-10 % at 900 cells
+  to 0.96 / 0.96 / 0.92 at 3,000 and 0.98 / 0.98 / 0.96 at 8,000 (desktop i7, Jetson Nano fp16,
+  Snapdragon 450 GPU; section "More training cells"), while the additive layer-wise model stays flat
+  (0.50 / 0.70 / 0.55): these tables have interactions between operations that 900 samples do not pin
+  down. On raspi4 the MLP rises from 0.54 to 0.69 at 8,000 cells, near re-measurement (0.71). On the
+  near-additive tables (gold_6226, 2080ti_1, samsung_a50, titan_rtx_1) more cells change little, and
+  the predictors already sit inside the noise bracket.
 - **Transfer protocol.** For the six HELP devices one trunk is pre-trained on 28 sources: every device
   outside the six devices' families (HELP: 1080ti, 2080ti, titanx at batch 1/32/256, gold_6240,
   silver_4114, pixel3, samsung_a50; LatBench: all 15 settings). Devices of the same family (titan_rtx_1/32
@@ -196,7 +204,11 @@ NOTES = """## Notes
   all 20 cells, raspi4 seed 2, whose sample holds two disconnected cells timed at 0.01 and 0.06 ms, scored
   Spearman 0.495; with an indicator feature in the ridge 0.545; with the split, 0.926.)
 - **Against HELP.** HELP's 0.932 is with 10 samples; the transfer predictor scores 0.923 with 10 and
-  0.940 with 20 on the same six devices (mean of 3 samples each). The FLOPs regression, with no learning
+  0.940 with 20 on the same six devices (mean of 3 samples each); over all 38 tables, 0.909 and 0.924.
+  Few-shot fits are fragile to the sample: one 20-cell sample (seed 2) gives Spearman 0.42 and 0.53 on
+  the two Snapdragon 450 tables (against 0.92-0.95 for the other seeds), with leave-one-out choosing
+  almost no ridge penalty on 20 points and 28 features. The edge TPU "large" setting does not transfer
+  (0.56): no source device behaves like it. The FLOPs regression, with no learning
   beyond a scale, reaches 0.86 from 20 cells (HELP quotes 0.787 for FLOPs).
 - **Energy.** The predictors fit `unit="mJ"` tables the same way; no NB201 energy table is in the data
   directory (LatBench and HELP are latency only; the HW-NAS-Bench energy data here is the FBNet space).
@@ -216,7 +228,7 @@ def goal_check(
     res: dict[tuple[str, str, int], list[dict[str, Any]]], ceilings: dict[str, Any], devices: list[str]
 ) -> str:
     """The issue's goal for the GCN at 900 cells, device by device, against what the noise allows."""
-    met, rank_only, impossible = [], [], []
+    met, rank_only, impossible, short = [], [], [], []
     for d in devices:
         recs = res.get((d, "gcn", 900), [])
         if not recs:
@@ -230,13 +242,16 @@ def goal_check(
             impossible.append(f"{d} (<= {c.upper_bound:.2f})")
         elif sp >= 0.95:
             rank_only.append(d)
+        else:
+            short.append(f"{d} ({sp:.3f})")
     run = sum(1 for d in devices if res.get((d, "gcn", 900)))
     return (
         f"**Goal (GCN, 900 cells: Spearman >= 0.95 and >= 95 % within +-10 %).** Met on {len(met)} of {run} "
         f"devices: {', '.join(met) or '-'}. Out of reach of any predictor, because the twins show that the "
         f"noise caps within +-10 % below 95 %, on {len(impossible)}: {', '.join(impossible) or '-'}. "
         f"Spearman >= 0.95 but within +-10 % short of 95 % (reachable by the noise bound) on {len(rank_only)}: "
-        f"{', '.join(rank_only) or '-'}."
+        f"{', '.join(rank_only) or '-'}. Spearman below 0.95 (noise bound >= 0.95) on {len(short)}: "
+        f"{', '.join(short) or '-'}."
     )
 
 
