@@ -61,6 +61,9 @@ PUBLISHED = {"brp_nas_gcn_900_mean": 0.789, "flops_mean": 0.787, "help_10_mean":
              "nn_meter_within_10pct": 0.99}
 
 
+TRUNK_FIELDS = ("sources", "pretrain_seconds", "pretrain_info")
+
+
 def key(device: str, model: str, n: int, seed: int) -> str:
     return f"{device}/{model}/{n}/{seed}"
 
@@ -275,8 +278,17 @@ def report(store: ResultStore, tables: dict[str, LatencyTable], ran_for_s: float
         "`DEVICEFIT_DATA=/work/shared/data .venv/bin/python benchmarks/latency_predictors.py`.",
         "",
     ]
-    data: dict[str, Any] = {"published": {"brp_nas_gcn_900_spearman": PUBLISHED_BRP_900, **PUBLISHED},
-                            "results": {k: v for k, v in store.items()}, "help6": list(HELP6)}
+    data: dict[str, Any] = {
+        "published": {"brp_nas_gcn_900_spearman": PUBLISHED_BRP_900, **PUBLISHED},
+        # each result without its transfer trunk's details, which repeat for every seed and size of a device
+        "results": {k: {f: x for f, x in v.items() if f not in TRUNK_FIELDS} for k, v in store.items()},
+        "transfer_trunks": {
+            k.split("/")[0]: {f: v[f] for f in TRUNK_FIELDS if f in v}
+            for k, v in store.items()
+            if "/transfer/" in k and "sources" in v
+        },
+        "help6": list(HELP6),
+    }
     ceilings = {d: measurement_ceiling(t) for d, t in tables.items()}
     data["measurement_ceiling"] = {d: c.as_dict() for d, c in ceilings.items() if c is not None}
     models_by_size = {900: BASELINES, 100: BASELINES, 20: (*BASELINES, "transfer"), 10: ("transfer",)}
