@@ -105,7 +105,7 @@ def test_malformed_arch_strings_name_the_problem(bad: str, fragment: str) -> Non
 
 
 def test_bad_cells_and_indices() -> None:
-    for bad in [(0, 1, 5, 0, 0, 0), (1.5, 2, 3, 4, 0, 1), ("a", 1, 1, 1, 1, 1), (1, 2, 3), None]:
+    for bad in [(0, 1, 5, 0, 0, 0), (1.5, 2, 3, 4, 0, 1), ("a", 1, 1, 1, 1, 1), ([1], 2, 3, 4, 0, 1), (1, 2, 3), None]:
         with pytest.raises(ArchStringError, match="6 operation indices"):
             NB201Cell(bad)
     # Numpy integers and lists give the same cell, with plain-int ops.

@@ -48,11 +48,11 @@ class NB201Cell:
     ops: tuple[int, ...]
 
     def __post_init__(self) -> None:
-        canonical = _OPS_TUPLES.get(self.ops) if type(self.ops) is tuple else None
-        if canonical is not None:  # fast path: loaders build hundreds of thousands of cells
-            object.__setattr__(self, "ops", canonical)
-            return
         try:
+            canonical = _OPS_TUPLES.get(self.ops) if type(self.ops) is tuple else None
+            if canonical is not None:  # fast path: loaders build hundreds of thousands of cells
+                object.__setattr__(self, "ops", canonical)
+                return
             ops = tuple(int(o) for o in self.ops)
             exact = all(o == raw for o, raw in zip(ops, self.ops))
         except (TypeError, ValueError):
@@ -203,11 +203,11 @@ def format_arch_str(ops: tuple[int, ...]) -> str:
 
 def all_cells() -> list[NB201Cell]:
     """All 15,625 cells, in base-5 order of the op tuple (not the official NB201 index order)."""
-    return [NB201Cell(ops) for ops in itertools.product(range(NUM_OPS), repeat=NUM_EDGES)]
+    return list(iter_cells())
 
 
 def iter_cells() -> Iterator[NB201Cell]:
-    for ops in itertools.product(range(NUM_OPS), repeat=NUM_EDGES):
+    for ops in _OPS_TUPLES:  # insertion order: itertools.product, base-5 order
         yield NB201Cell(ops)
 
 
