@@ -105,32 +105,31 @@ def info(
     con.print(f"[bold]{cell.to_str()}[/bold]" + (f"  (NB201 index {index})" if index is not None else ""))
     if cell.is_disconnected():
         con.print("[yellow]disconnected cell: no path from input to output (chance accuracy)[/yellow]")
-    t = Table(title="cost (NB201 CIFAR network, C=16, N=5, input 1x3x32x32)")
-    t.add_column("quantity")
-    t.add_column("value", justify="right")
-    t.add_row("params", f"{cost.params:,}")
-    t.add_row("MACs (conv + linear)", _mega(cost.macs))
-    t.add_row("FLOPs (= 2 x MACs)", _mega(cost.flops))
-    t.add_row("peak activation memory", _kib(cost.peak_activation_bytes))
-    t.add_row("model size fp32 / fp16 / int8", " / ".join(_kib(b) for b in (cost.model_bytes_fp32,
-                                                                             cost.model_bytes_fp16,
-                                                                             cost.model_bytes_int8)))
-    con.print(t)
+    model_bytes = (cost.model_bytes_fp32, cost.model_bytes_fp16, cost.model_bytes_int8)
+    con.print(_two_columns("cost (NB201 CIFAR network, C=16, N=5, input 1x3x32x32)", ("quantity", "value"), [
+        ("params", f"{cost.params:,}"),
+        ("MACs (conv + linear)", _mega(cost.macs)),
+        ("FLOPs (= 2 x MACs)", _mega(cost.flops)),
+        ("peak activation memory", _kib(cost.peak_activation_bytes)),
+        ("model size fp32 / fp16 / int8", " / ".join(_kib(b) for b in model_bytes)),
+    ]))
     if root is None:
         con.print("No data directory (pass --data-dir or set DEVICEFIT_DATA): accuracies and device latencies omitted.")
         return
-    t = Table(title="NB201 accuracies, %")
-    t.add_column("column")
-    t.add_column("value", justify="right")
-    for k, v in accuracies.items():
-        t.add_row(k, "—" if v is None else f"{v:.2f}")
-    con.print(t)
-    t = Table(title="device latencies, ms")
-    t.add_column("device")
-    t.add_column("latency ms", justify="right")
-    for k, v in latencies_ms.items():
-        t.add_row(k, "— (not in table)" if v is None else f"{v:.4g}")
-    con.print(t)
+    con.print(_two_columns("NB201 accuracies, %", ("column", "value"),
+                           [(k, "—" if v is None else f"{v:.2f}") for k, v in accuracies.items()]))
+    con.print(_two_columns("device latencies, ms", ("device", "latency ms"),
+                           [(k, "— (not in table)" if v is None else f"{v:.4g}") for k, v in latencies_ms.items()]))
+
+
+def _two_columns(title: str, headers: tuple[str, str], rows: list[tuple[str, str]]) -> Table:
+    """A name / right-aligned value table."""
+    t = Table(title=title)
+    t.add_column(headers[0])
+    t.add_column(headers[1], justify="right")
+    for name, value in rows:
+        t.add_row(name, value)
+    return t
 
 
 @app.command()
