@@ -16,6 +16,7 @@ app = typer.Typer(
 )
 
 # Importing registers the commands (order = order in --help).
+from . import demo as _demo  # noqa: E402,F401
 from . import foundation as _foundation  # noqa: E402,F401
 from . import predictor as _predictor  # noqa: E402,F401
 from . import proxies as _proxies  # noqa: E402,F401
