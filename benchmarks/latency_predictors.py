@@ -3,8 +3,11 @@
 For each device (LatBench + HELP from the data directory, plus this machine's table
 ``benchmarks/results/local_latency_nb201.csv`` when it exists), each predictor is trained on N random
 cells of the device's table (900, 100, 20; transfer: 10, 20) and evaluated on *all* remaining cells
-with ``devicefit.ranking.regression_report``. Results go to a ResultStore as they finish (one key per
-device/predictor/N/seed), so the run resumes; the tables are re-written from whatever has finished.
+with ``devicefit.ranking.regression_report``. Each (device, predictor, N, seed) is one task of the
+evaluation loop (:func:`devicefit.study.evaluate_all` over a :class:`devicefit.study.TaskGrid`, the
+experiment as an estimator): results go to the store as they finish, so the run resumes, and
+``--executor process|ray`` spreads the grid over processes or a Ray cluster; the tables are re-written
+from whatever has finished.
 
 Work is ordered so that the headline numbers land first (see PHASES). Transfer protocol: the six HELP
 test devices share one pre-trained trunk whose sources exclude all six devices' families (HELP's own
@@ -12,7 +15,8 @@ meta-train/meta-test split style); any other device gets a trunk pre-trained wit
 (leave-family-out). The trunk is pre-trained once (seed 0) per held-out group; the seeds vary the
 target's few-shot sample.
 
-    DEVICEFIT_DATA=/work/shared/data python benchmarks/latency_predictors.py [--max-minutes M] [--report-only]
+    DEVICEFIT_DATA=/work/shared/data python benchmarks/latency_predictors.py [--executor process --workers 2]
+    DEVICEFIT_DATA=/work/shared/data python benchmarks/latency_predictors.py --report-only
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import statistics
 import sys
 import time
 from collections import defaultdict
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +38,8 @@ from common import RESULTS_DIR, markdown_table, write_results
 from devicefit.data import LatencyTable, load_device_tables, read_latency_csv
 from devicefit.predictors import (
     TransferPredictor,
+    TransferTrunk,
+    cached_trunk,
     device_family,
     evaluate,
     make_predictor,
@@ -40,10 +47,11 @@ from devicefit.predictors import (
     sources_for,
     split_table,
 )
-from devicefit.study import ResultStore
+from devicefit.study import EXECUTORS, Estimator, Store, TaskGrid, evaluate_all, file_sha256, make_executor
 
 NAME = "latency_predictors"
 LOCAL_CSV = RESULTS_DIR / "local_latency_nb201.csv"
+TRUNK_CACHE = RESULTS_DIR / ".trunks"
 HELP6 = ("raspi4", "eyeriss", "fpga", "pixel2", "gold_6226", "titan_rtx_256")
 BASELINES = ("flops", "layerwise", "mlp", "gcn")
 SIZES = (900, 100, 20)
@@ -64,8 +72,11 @@ PUBLISHED = {"brp_nas_gcn_900_mean": 0.789, "flops_mean": 0.787, "help_10_mean":
 TRUNK_FIELDS = ("sources", "pretrain_seconds", "pretrain_info")
 
 
-def key(device: str, model: str, n: int, seed: int) -> str:
-    return f"{device}/{model}/{n}/{seed}"
+GRID = TaskGrid(NAME)
+
+
+def key(task: tuple[str, str, int, int]) -> str:
+    return "/".join(map(str, task))
 
 
 def load_tables(data_dir: str | None) -> dict[str, LatencyTable]:
@@ -101,11 +112,12 @@ def phases(tables: dict[str, LatencyTable]) -> list[tuple[str, list[tuple[str, s
 
 
 class Trunks:
-    """Pre-trained transfer trunks, one per held-out group of families, built on first use."""
+    """Pre-trained transfer trunks, one per held-out group of families, from the trunk cache (pre-trained on first
+    use and saved, so every worker process and every later run reuses it)."""
 
     def __init__(self, tables: dict[str, LatencyTable]) -> None:
         self.tables = tables
-        self.cache: dict[frozenset[str], tuple[TransferPredictor, float]] = {}
+        self.cache: dict[frozenset[str], tuple[TransferTrunk, float]] = {}
 
     def held_out(self, device: str) -> frozenset[str]:
         if device.startswith("local:"):  # this machine: not in the data directory, one trunk for all its tables
@@ -115,18 +127,17 @@ class Trunks:
             fams |= {device_family(d) for d in HELP6}
         return frozenset(fams)
 
-    def get(self, device: str) -> tuple[TransferPredictor, float, list[str]]:
+    def get(self, device: str) -> tuple[TransferTrunk, float]:
         group = self.held_out(device)
         if group not in self.cache:
             sources = {n: t for n, t in sources_for(device, self.tables).items()
                        if device_family(n) not in group and not n.startswith("local:")}
             start = time.perf_counter()
-            trunk = TransferPredictor().pretrain(sources, seed=0)
-            self.cache[group] = (trunk, time.perf_counter() - start)
-            print(f"  pre-trained transfer trunk without {sorted(group)} on {len(sources)} sources "
-                  f"in {self.cache[group][1]:.0f}s", flush=True)
-        trunk, secs = self.cache[group]
-        return trunk, secs, trunk.sources
+            trunk, path, pretrained = cached_trunk(sources, seed=0, cache_dir=TRUNK_CACHE)
+            self.cache[group] = (trunk, float(trunk.info.get("seconds", time.perf_counter() - start)))
+            print(f"  transfer trunk without {sorted(group)} on {len(sources)} sources: "
+                  f"{'pre-trained' if pretrained else 'read'} {path.name}", flush=True)
+        return self.cache[group]
 
 
 def run_one(tables: dict[str, LatencyTable], trunks: Trunks, device: str, model: str, n: int, seed: int
@@ -137,9 +148,9 @@ def run_one(tables: dict[str, LatencyTable], trunks: Trunks, device: str, model:
     train, test = split_table(table, n, seed)
     extra: dict[str, Any] = {}
     if model == "transfer":
-        trunk, pretrain_s, sources = trunks.get(device)
-        predictor = trunk  # the head is re-fitted in place; the trunk is frozen
-        extra = {"pretrain_seconds": pretrain_s, "sources": sources, "pretrain_info": trunk.pretrain_info}
+        trunk, pretrain_s = trunks.get(device)
+        predictor = TransferPredictor(trunk=trunk)  # the trunk is frozen; only the head is fitted
+        extra = {"pretrain_seconds": pretrain_s, "sources": trunk.sources, "pretrain_info": trunk.info}
     else:
         predictor = make_predictor(model)
     try:
@@ -151,6 +162,35 @@ def run_one(tables: dict[str, LatencyTable], trunks: Trunks, device: str, model:
     extra["train_info"] = getattr(predictor, "train_info", None)
     return {**report, "n_train": n, "n_test": len(test), "fit_seconds": predictor.fit_seconds,
             "eval_seconds": time.perf_counter() - start, **extra}
+
+
+@dataclass
+class PredictorExperiment(Estimator):
+    """One task (device, predictor, N, seed): fit on N cells, evaluate on the rest (``run_one``)."""
+
+    data_dir: str | None = None
+    tables_sha256: dict[str, str] = field(default_factory=dict)
+    kind = "predictor-experiment"
+
+    def __post_init__(self) -> None:
+        self._tables = load_tables(self.data_dir)
+        paths = sorted({str(t.meta["path"]) for t in self._tables.values()})
+        self.tables_sha256 = {Path(p).name: file_sha256(p) for p in paths}
+
+    def settings(self) -> dict[str, Any]:
+        return {"tables_sha256": self.tables_sha256, "held_out": list(HELP6), "trunk_seed": 0}
+
+    def prepare(self) -> None:
+        if getattr(self, "_tables", None) is None:
+            self._tables = load_tables(self.data_dir)
+        self._trunks = Trunks(self._tables)
+
+    def evaluate(self, space: Any, task: Any) -> dict[str, Any]:
+        device, model, n, seed = task
+        rec = run_one(self._tables, self._trunks, device, model, int(n), int(seed))
+        if rec is None:
+            raise ValueError(f"device {device} has no more than {n} cells")
+        return rec
 
 
 NOTES = """## Notes
@@ -258,10 +298,19 @@ def goal_check(
     )
 
 
-def report(store: ResultStore, tables: dict[str, LatencyTable], ran_for_s: float | None) -> None:
+def stored_results(store_path: str, experiment: PredictorExperiment) -> dict[str, dict[str, Any]]:
+    """``{"device/model/N/seed": record}`` of every finished task in the store (nothing is computed)."""
+    if not Path(store_path).is_file():
+        return {}
+    with Store(store_path, readonly=True) as store:
+        return {key(GRID.from_identity(e.candidate)): e.value
+                for e in store.evaluations(experiment.fingerprint(GRID)) if e.ok}
+
+
+def report(items: dict[str, dict[str, Any]], tables: dict[str, LatencyTable], ran_for_s: float | None) -> None:
     res: dict[tuple[str, str, int], list[dict[str, Any]]] = defaultdict(list)
     errors: dict[tuple[str, int], str] = {}
-    for k, rec in store.items():
+    for k, rec in items.items():
         device, model, n, _ = k.split("/")
         if "error" in rec:
             errors[(model, int(n))] = rec["error"]
@@ -281,10 +330,10 @@ def report(store: ResultStore, tables: dict[str, LatencyTable], ran_for_s: float
     data: dict[str, Any] = {
         "published": {"brp_nas_gcn_900_spearman": PUBLISHED_BRP_900, **PUBLISHED},
         # each result without its transfer trunk's details, which repeat for every seed and size of a device
-        "results": {k: {f: x for f, x in v.items() if f not in TRUNK_FIELDS} for k, v in store.items()},
+        "results": {k: {f: x for f, x in v.items() if f not in TRUNK_FIELDS} for k, v in items.items()},
         "transfer_trunks": {
             k.split("/")[0]: {f: v[f] for f in TRUNK_FIELDS if f in v}
-            for k, v in store.items()
+            for k, v in items.items()
             if "/transfer/" in k and "sources" in v
         },
         "help6": list(HELP6),
@@ -370,83 +419,34 @@ def report(store: ResultStore, tables: dict[str, LatencyTable], ran_for_s: float
              + ". Adapting a trunk to a device (the `transfer` fit time above) is a closed-form ridge fit.", ""]
     if errors:
         body += ["Not applicable: " + "; ".join(f"{m} at N={n}: {e}" for (m, n), e in sorted(errors.items())), ""]
-    body += [NOTES, f"Finished results: {len(store)} (device/predictor/N/seed)."
+    body += [NOTES, f"Finished results: {len(items)} (device/predictor/N/seed)."
              + (f" This invocation ran {ran_for_s / 60:.0f} min." if ran_for_s else "")]
     write_results(NAME, "Latency predictors: BRP-NAS GCN, baselines and few-shot transfer", "\n".join(body), data)
-
-
-def parse_shard(text: str | None) -> tuple[int, int] | None:
-    if text is None:
-        return None
-    try:
-        i, k = (int(v) for v in text.split("/"))
-    except ValueError:
-        raise SystemExit(f"--shard must look like I/K (e.g. 0/2), got {text!r}") from None
-    if not 0 <= i < k:
-        raise SystemExit(f"--shard {text!r}: need 0 <= I < K")
-    return i, k
-
-
-def shard_owner(trunks: Trunks, tables: dict[str, LatencyTable], k: int) -> dict[str, int]:
-    """Device -> shard: whole trunk groups, the largest first, each to the shard with the fewest devices."""
-    groups: dict[frozenset[str], list[str]] = defaultdict(list)
-    for d in tables:
-        groups[trunks.held_out(d)].append(d)
-    load = [0] * k
-    owner: dict[str, int] = {}
-    for _, members in sorted(groups.items(), key=lambda g: (-len(g[1]), sorted(g[0]))):
-        i = load.index(min(load))
-        load[i] += len(members)
-        owner.update(dict.fromkeys(members, i))
-    return owner
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--store", default=str(RESULTS_DIR / f"{NAME}.sqlite"))
-    ap.add_argument("--max-minutes", type=float, default=None, help="stop starting new work after this long")
+    ap.add_argument("--executor", choices=EXECUTORS, default="inline",
+                    help="inline, a process pool (--workers) or Ray (--workers, --ray-address)")
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--ray-address", default=None)
+    ap.add_argument("--phases", type=int, default=None, help="run only the first K phases (headline numbers first)")
     ap.add_argument("--report-only", action="store_true")
-    ap.add_argument("--shard", default=None, metavar="I/K",
-                    help="run only the devices of every K-th trunk group, starting at I (0-based), so K processes "
-                         "share the grid without pre-training a trunk twice; shards write no report (run "
-                         "--report-only afterwards)")
-    ap.add_argument("--reverse", action="store_true",
-                    help="take each phase's tasks last first, so a second process on the same shard meets the "
-                         "first in the middle")
     args = ap.parse_args()
-    shard = parse_shard(args.shard)
     torch.set_num_threads(1)
-    tables = load_tables(args.data_dir)
-    store = ResultStore(args.store, meta={"benchmark": NAME, "version": 1})
+    experiment = PredictorExperiment(args.data_dir)
+    tables = experiment._tables
     start = time.perf_counter()
     if not args.report_only:
-        trunks = Trunks(tables)
-        owner = shard_owner(trunks, tables, shard[1]) if shard else {}
-        for title, tasks in phases(tables):
-            todo = [t for t in tasks if key(*t) not in store
-                    and (shard is None or owner[t[0]] == shard[0])]
-            print(f"== {title}: {len(todo)} of {len(tasks)} to run", flush=True)
-            for device, model, n, seed in reversed(todo) if args.reverse else todo:
-                if key(device, model, n, seed) in store:  # another process (--reverse, a shard) did it
-                    continue
-                if args.max_minutes and time.perf_counter() - start > 60 * args.max_minutes:
-                    print("time budget reached; stopping", flush=True)
-                    if shard is None:
-                        report(store, tables, time.perf_counter() - start)
-                    return
-                rec = run_one(tables, trunks, device, model, n, seed)
-                if rec is None:
-                    continue
-                store.put(key(device, model, n, seed), rec)
-                msg = rec.get("error") or (f"spearman {rec['spearman']:.3f} within10 {rec['within_10pct']:.3f} "
-                                            f"fit {rec['fit_seconds']:.1f}s")
-                print(f"  {key(device, model, n, seed)}: {msg}", flush=True)
-                if shard is None and (model in ("gcn", "transfer") or len(store) % 20 == 0):
-                    report(store, tables, time.perf_counter() - start)
-        if shard is not None:
-            return
-    report(store, tables, time.perf_counter() - start)
+        executor = make_executor(args.executor, workers=args.workers, address=args.ray_address)
+        for title, tasks in phases(tables)[: args.phases]:
+            tasks = [t for t in tasks if t[2] < len(tables[t[0]])]
+            print(f"== {title}: {len(tasks)} tasks", flush=True)
+            evaluate_all(GRID, tasks, [experiment], args.store, executor=executor, description=title)
+            report(stored_results(args.store, experiment), tables, time.perf_counter() - start)
+    report(stored_results(args.store, experiment), tables, time.perf_counter() - start)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,10 @@
 """Latency of NB201 cells on THIS machine (ONNX Runtime and PyTorch eager, fp32, batch 1, 1 thread).
 
 Measures ``--cells`` unique NB201 cells (unique canonical keys, no disconnected cells, fixed seed) in
-``--passes`` passes over the same list, so each cell is measured twice at different times; every
-measurement is written to a ResultStore as it finishes, so a killed run resumes. Then writes
+``--passes`` passes over the same list, so each cell is measured twice at different times. Each pass is
+one run of the evaluation loop (:func:`devicefit.study.evaluate_all` with one
+:class:`devicefit.study.MeasuredLatency` per runtime, ``replicate`` = the pass): every measurement is
+written to the store as it finishes, so a killed run resumes. Then writes
 
 - ``results/local_latency_nb201.csv``: a latency table in the HELP layout (``arch_str``,
   ``local-cpu-ort-fp32``, ``local-cpu-torch-fp32``, ms, the lower of the per-pass medians of the thread
@@ -33,17 +35,24 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS_DIR, markdown_table, write_results
 
 from devicefit.hardware.measure import make_runner, protocol, summarize, time_runner
-from devicefit.spaces import NB201Cell, build_nb201, sample_unique_cells
-from devicefit.study import ResultStore
+from devicefit.spaces import NB201Cell, build_nb201, get_space, sample_unique_cells
+from devicefit.study import Evaluation, MeasuredLatency, Store, evaluate_all
 
 NAME = "local_latency_nb201"
 RUNTIME_COLUMNS = {"onnxruntime": "local-cpu-ort-fp32", "torch": "local-cpu-torch-fp32"}
 INPUT_SHAPE = (3, 32, 32)
 
 
+def estimators(args: argparse.Namespace, p: int) -> list[MeasuredLatency]:
+    """Pass ``p``: ONNX Runtime and PyTorch eager, batch 1, 1 thread (the pass is the estimator's replicate)."""
+    return [MeasuredLatency("onnxruntime", warmup=args.ort_warmup, repeats=args.ort_repeats, replicate=p),
+            MeasuredLatency("torch", warmup=args.torch_warmup, repeats=args.torch_repeats, replicate=p)]
+
+
 def measure_cell(cell: NB201Cell, args: argparse.Namespace) -> dict:
+    """One cell with both runtimes, timed (for ``--estimate``)."""
     model = build_nb201(cell).eval()
-    record: dict = {"arch_str": cell.to_str(), "start_unix": time.time()}
+    record: dict = {}
     for runtime, warmup, repeats in (
         ("onnxruntime", args.ort_warmup, args.ort_repeats),
         ("torch", args.torch_warmup, args.torch_repeats),
@@ -52,37 +61,29 @@ def measure_cell(cell: NB201Cell, args: argparse.Namespace) -> dict:
         run = make_runner(model, INPUT_SHAPE, runtime, threads=1, batch_size=1)  # type: ignore[arg-type]
         t1 = time.perf_counter()
         wall, cpu = time_runner(run, warmup=warmup, repeats=repeats)
-        m = summarize(wall, cpu, {})
-        record[runtime] = {
-            "wall": {"median_ms": m.median_ms, "p25_ms": m.p25_ms, "p75_ms": m.p75_ms},
-            "cpu": {"median_ms": m.cpu_median_ms, "p25_ms": m.cpu_p25_ms, "p75_ms": m.cpu_p75_ms},
-            "prepare_s": t1 - t0,
-            "total_s": time.perf_counter() - t0,
-        }
-    record["end_unix"] = time.time()
+        m = summarize(wall, cpu, protocol(runtime, threads=1, warmup=warmup, repeats=repeats, batch_size=1,
+                                          input_shape=INPUT_SHAPE))
+        record[runtime] = {"wall_ms": m.median_ms, "cpu_ms": m.cpu_median_ms, "prepare_s": t1 - t0,
+                           "total_s": time.perf_counter() - t0}
     return record
 
 
-def run_measurements(args: argparse.Namespace, cells: list[NB201Cell], store: ResultStore) -> None:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+def run_measurements(args: argparse.Namespace, cells: list[NB201Cell]) -> None:
+    for p in range(args.passes):
+        evaluate_all(get_space("nb201"), cells, estimators(args, p), args.store, description=f"pass {p + 1}")
 
-    todo = [(p, c) for p in range(args.passes) for c in cells if f"{p}/{c.to_str()}" not in store]
-    print(f"{len(cells)} cells x {args.passes} passes; {len(todo)} measurements to do", flush=True)
-    with Progress(
-        TextColumn("[progress.description]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        disable=not sys.stderr.isatty(),
-    ) as progress:
-        task = progress.add_task("measuring", total=len(todo))
-        for i, (p, cell) in enumerate(todo):
-            record = measure_cell(cell, args)
-            record["pass"] = p
-            store.put(f"{p}/{cell.to_str()}", record)
-            progress.advance(task)
-            if not sys.stderr.isatty() and (i + 1) % 50 == 0:
-                print(f"{i + 1}/{len(todo)} done", flush=True)
+
+def stored(args: argparse.Namespace, cells: list[NB201Cell]) -> dict[tuple[int, str], dict[NB201Cell, Evaluation]]:
+    """``{(pass, runtime): {cell: evaluation}}`` of what the store holds (nothing is measured)."""
+    space = get_space("nb201")
+    out: dict[tuple[int, str], dict[NB201Cell, Evaluation]] = {}
+    with Store(args.store, readonly=True) as store:
+        for p in range(args.passes):
+            for est in estimators(args, p):
+                fp = est.fingerprint(space)
+                evals = {e.candidate: e for e in store.evaluations(fp) if e.ok}
+                out[p, est.runtime] = {c: evals[space.identity(c)] for c in cells if space.identity(c) in evals}
+    return out
 
 
 TIMERS = ("cpu", "wall")
@@ -93,20 +94,19 @@ def _column(runtime: str, timer: str, table_timer: str) -> str:
     return base if timer == table_timer else f"{base}-{timer}"
 
 
-def report(args: argparse.Namespace, cells: list[NB201Cell], store: ResultStore) -> None:
+def report(args: argparse.Namespace, cells: list[NB201Cell]) -> None:
     from devicefit.data import LatencyTable, data_dir, load_device_tables, write_latency_csv
     from devicefit.hardware.counting import count_model
     from devicefit.ranking import spearman
 
-    records = dict(store.items())
-    per_pass = {p: {c: records.get(f"{p}/{c.to_str()}") for c in cells} for p in range(args.passes)}
+    evals = stored(args, cells)
+    per_pass = {p: {c: _record(evals, p, c) for c in cells} for p in range(args.passes)}
     done = [c for c in cells if all(per_pass[p][c] is not None for p in range(args.passes))]
     first = [c for c in cells if per_pass[0][c] is not None]
     if len(first) < 2:
         raise SystemExit("fewer than 2 cells measured; nothing to report")
-    starts = [r["start_unix"] for r in records.values()]
-    ends = [r["end_unix"] for r in records.values()]
-    busy_s = sum(r["end_unix"] - r["start_unix"] for r in records.values())
+    seconds = [e.seconds or 0.0 for by_cell in evals.values() for e in by_cell.values()]
+    busy_s = float(sum(seconds))
     variants = [(rt, tm) for rt in RUNTIME_COLUMNS for tm in TIMERS]
 
     # Table value: lower of the per-pass medians (other processes on the shared CPU only add time).
@@ -175,8 +175,8 @@ def report(args: argparse.Namespace, cells: list[NB201Cell], store: ResultStore)
             "min_ms": float(lat[rt, tm].min()),
             "max_ms": float(lat[rt, tm].max()),
             "median_cpu_over_wall": float(np.median(lat[rt, "cpu"] / lat[rt, "wall"])),
-            "mean_prepare_s": float(np.mean([r[rt]["prepare_s"] for r in records.values()])),
-            "mean_total_s_per_measurement": float(np.mean([r[rt]["total_s"] for r in records.values()])),
+            "mean_total_s_per_measurement": float(np.mean([e.seconds or 0.0 for k, by_cell in evals.items()
+                                                           if k[1] == rt for e in by_cell.values()])),
         }
         for rt, tm in variants
     ]
@@ -186,14 +186,13 @@ def report(args: argparse.Namespace, cells: list[NB201Cell], store: ResultStore)
         "torch": {"warmup": args.torch_warmup, "repeats": args.torch_repeats},
     }
     run_time = {
-        "measurements": len(records),
+        "measurements": len(seconds),
         "cells_measured": len(first),
         "cells_all_passes": len(done),
         "busy_s": busy_s,
-        "wall_s_first_to_last": max(ends) - min(starts),
     }
     proto = {rt: protocol(rt, threads=1, warmup=settings[rt]["warmup"], repeats=settings[rt]["repeats"],
-                          batch_size=1, input_shape=INPUT_SHAPE) for rt in RUNTIME_COLUMNS}
+                          batch_size=1, input_shape=INPUT_SHAPE).to_dict() for rt in RUNTIME_COLUMNS}
 
     md = [
         "NB201 CIFAR networks (C=16, N=5, 10 classes), input 1x3x32x32, fp32, 1 thread, on this machine's CPU; "
@@ -217,15 +216,14 @@ def report(args: argparse.Namespace, cells: list[NB201Cell], store: ResultStore)
         "",
         "## Run time",
         "",
-        markdown_table(["measurements", "cells (>=1 pass)", "cells (all passes)", "busy s", "wall s"],
-                       [[run_time["measurements"], len(first), len(done), run_time["busy_s"],
-                         run_time["wall_s_first_to_last"]]]),
+        markdown_table(["measurements", "cells (>=1 pass)", "cells (all passes)", "busy s"],
+                       [[run_time["measurements"], len(first), len(done), run_time["busy_s"]]]),
         "",
         markdown_table(
             ["runtime", "timer", "CSV column", "median cell latency ms", "min ms", "max ms", "median cpu/wall",
-             "mean export/setup s", "mean s per measurement"],
+             "mean s per measurement (export included)"],
             [[v["runtime"], v["timer"], v["column"], v["median_of_cell_latencies_ms"], v["min_ms"], v["max_ms"],
-              v["median_cpu_over_wall"], v["mean_prepare_s"], v["mean_total_s_per_measurement"]]
+              v["median_cpu_over_wall"], v["mean_total_s_per_measurement"]]
              for v in per_variant],
         ),
         "",
@@ -283,19 +281,24 @@ def main() -> None:
         per = (time.perf_counter() - t0) / args.estimate
         print(f"{per:.2f} s per cell per pass -> {per * args.cells * args.passes / 60:.1f} min for the full run")
         for rt in RUNTIME_COLUMNS:
-            mean = {k: round(float(np.mean([r[rt][k] for r in recs])), 3) for k in ("prepare_s", "total_s")}
-            mean |= {f"{tm}_ms": round(float(np.mean([r[rt][tm]["median_ms"] for r in recs])), 3) for tm in TIMERS}
-            print(rt, mean)
+            print(rt, {k: round(float(np.mean([r[rt][k] for r in recs])), 3) for k in recs[0][rt]})
         return
-    meta = {
-        "cells": args.cells, "seed": args.seed, "passes": args.passes, "ort_warmup": args.ort_warmup,
-        "ort_repeats": args.ort_repeats, "torch_warmup": args.torch_warmup, "torch_repeats": args.torch_repeats,
-        "torch": torch.__version__, "timers": list(TIMERS),
-    }
-    with ResultStore(args.store, meta=meta) as store:
-        if not args.report_only:
-            run_measurements(args, cells, store)
-        report(args, cells, store)
+    if not args.report_only:
+        run_measurements(args, cells)
+    report(args, cells)
+
+
+def _record(evals: dict, p: int, cell: NB201Cell) -> dict | None:
+    """The old per-cell record layout ``{runtime: {timer: {median_ms, p25_ms, p75_ms}}}`` from the store."""
+    out = {}
+    for rt in RUNTIME_COLUMNS:
+        e = evals.get((p, rt), {}).get(cell)
+        if e is None:
+            return None
+        v = e.value
+        out[rt] = {"wall": {"median_ms": v["value"], "p25_ms": v["p25_ms"], "p75_ms": v["p75_ms"]},
+                   "cpu": {"median_ms": v["cpu_ms"], "p25_ms": v["cpu_p25_ms"], "p75_ms": v["cpu_p75_ms"]}}
+    return out
 
 
 if __name__ == "__main__":

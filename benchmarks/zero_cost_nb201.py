@@ -1,12 +1,15 @@
 """Zero-cost proxies on NAS-Bench-201 against the published figures (arXiv 2101.08134, Table 1 / Fig. 4).
 
 Scores the same random NB201 cells (drawn from all 15,625, disconnected ones included, as the reference
-scores every cell) with every proxy, on real minibatches, writing each cell's record to a resumable
-results store ``results/zero_cost_nb201_<dataset>.sqlite`` as soon as it is computed. The tables
-(``results/zero_cost_nb201.md`` / ``.json``) are written from whatever has finished, so re-running with
-``--report-only`` refreshes them while a run is going on.
+scores every cell) with every proxy, on real minibatches, through the evaluation loop
+(:class:`devicefit.study.ZeroCostProxies` under :func:`devicefit.study.evaluate_all`): each cell's record
+goes to the results store ``results/zero_cost_nb201.sqlite`` as soon as it is computed, on the executor of
+``--executor`` (inline, a process pool or Ray). The tables (``results/zero_cost_nb201.md`` / ``.json``)
+are written from whatever has finished, so re-running with ``--report-only`` refreshes them while a run
+is going on.
 
-    DEVICEFIT_DATA=/work/shared/data python benchmarks/zero_cost_nb201.py --dataset cifar10 --sample 1000
+    DEVICEFIT_DATA=/work/shared/data python benchmarks/zero_cost_nb201.py --dataset cifar10 --sample 1000 \
+        --executor process --workers 2
     DEVICEFIT_DATA=/work/shared/data python benchmarks/zero_cost_nb201.py --timing 20     # per-proxy timing
     DEVICEFIT_DATA=/work/shared/data python benchmarks/zero_cost_nb201.py --report-only
 """
@@ -30,15 +33,13 @@ from devicefit.proxies import (
     GRADIENT_PROXIES,
     PROXIES,
     TRUTH_COLUMN,
-    NB201ProxySettings,
     compute_proxies,
     load_image_pool,
     proxy_metrics,
-    run_nb201_proxies,
     sample_nb201_cells,
 )
-from devicefit.spaces import build_nb201
-from devicefit.study import ResultStore
+from devicefit.spaces import build_nb201, get_space
+from devicefit.study import EXECUTORS, Store, ZeroCostProxies, evaluate_all, make_executor
 
 NAME = "zero_cost_nb201"
 #: Published Spearman rho on NB201 (arXiv 2101.08134, Table 1); vote is pairwise ranking accuracy.
@@ -65,32 +66,34 @@ DATASETS = ("cifar10", "cifar100", "imagenet16")
 REFERENCE_MODEL_PROXIES = ("fisher", "synflow")
 
 
-def store_path(dataset: str, model: str = "nb201") -> Path:
-    return RESULTS_DIR / (f"{NAME}_{dataset}.sqlite" if model == "nb201" else f"{NAME}_{dataset}_{model}.sqlite")
+STORE = RESULTS_DIR / f"{NAME}.sqlite"
 
 
-def settings_for(dataset: str, seed: int, model: str = "nb201") -> NB201ProxySettings:
-    proxies = tuple(PROXIES) if model == "nb201" else REFERENCE_MODEL_PROXIES
-    if model == "nb201":
-        return NB201ProxySettings(dataset=dataset, seed=seed, proxies=proxies)
-    return NB201ProxySettings(dataset=dataset, seed=seed, proxies=proxies, model=model)
+def estimator_for(dataset: str, seed: int, variant: str = "default") -> ZeroCostProxies:
+    proxies = tuple(PROXIES) if variant == "default" else REFERENCE_MODEL_PROXIES
+    return ZeroCostProxies(proxies, dataset=dataset, seed=seed, variant=variant)
 
 
-def score(dataset: str, n: int, seed: int, workers: int, model: str = "nb201") -> None:
-    settings = settings_for(dataset, seed, model)
-    cells = sample_nb201_cells(n, seed)
-    with ResultStore(store_path(dataset, model), meta=settings.meta()) as store:
-        done0 = sum(c.to_str() in store for c in cells)
-        t0 = time.perf_counter()
-        count = [0]
+def score(dataset: str, n: int, seed: int, executor: str, workers: int, address: str | None,
+          variant: str = "default") -> None:
+    evaluate_all(get_space("nb201"), sample_nb201_cells(n, seed), [estimator_for(dataset, seed, variant)], STORE,
+                 executor=make_executor(executor, workers=workers, address=address),
+                 description=f"{dataset} {variant} proxies")
 
-        def progress(arch: str, record: dict) -> None:
-            count[0] += 1
-            if count[0] % 25 == 0:
-                rate = (time.perf_counter() - t0) / count[0]
-                print(f"[{dataset} {model}] {done0 + count[0]}/{n} cells, {rate:.2f} s/cell", flush=True)
 
-        run_nb201_proxies(cells, settings, store, workers=workers, on_result=progress)
+def records_of(dataset: str, seed: int, n: int, variant: str = "default") -> dict[str, dict]:
+    """The finished records of the sample, by arch string (read from the store; nothing is computed)."""
+    if not STORE.is_file():
+        return {}
+    space, est = get_space("nb201"), estimator_for(dataset, seed, variant)
+    fingerprint = est.fingerprint(space)
+    out = {}
+    with Store(STORE, readonly=True) as store:
+        for cell in sample_nb201_cells(n, seed):
+            e = store.get(space.identity(cell), fingerprint)
+            if e is not None and e.ok:
+                out[cell.to_str()] = e.value
+    return out
 
 
 def timing(n_cells: int, seed: int, dataset: str = "cifar10") -> dict:
@@ -127,7 +130,7 @@ def timing(n_cells: int, seed: int, dataset: str = "cifar10") -> dict:
     return out | {"cells": n_cells, "dataset": dataset}
 
 
-def report(seed: int, timing_result: dict | None) -> None:
+def report(seed: int, n: int, timing_result: dict | None) -> None:
     table = load_nb201_table()
     data: dict = {"seed": seed, "published_spearman": PUBLISHED, "datasets": {}}
     old = RESULTS_DIR / f"{NAME}.json"
@@ -151,16 +154,12 @@ def report(seed: int, timing_result: dict | None) -> None:
         "",
     ]
     for dataset in DATASETS:
-        path = store_path(dataset)
-        if not path.is_file():
-            continue
-        with ResultStore(path) as store:
-            records = dict(store.items())
+        records = records_of(dataset, seed, n)
         if len(records) < 10:
             continue
         column = REFERENCE_TRUTH[dataset]
         metrics = proxy_metrics(records, table, column)
-        secs = [r["seconds_total"] for r in records.values()]
+        secs = [sum(r["seconds"].values()) for r in records.values()]
         pub = PUBLISHED.get(dataset, {})
         rows = []
         for name, m in metrics.items():
@@ -186,25 +185,22 @@ def report(seed: int, timing_result: dict | None) -> None:
         if errors:
             body += ["Failures: " + "; ".join(f"{p}: " + ", ".join(f"{k} (x{v})" for k, v in d.items())
                                              for p, d in errors.items()), ""]
-        ref_path = store_path(dataset, "zc_reference")
         ref_metrics = None
-        if ref_path.is_file():
-            with ResultStore(ref_path) as store:
-                ref_records = dict(store.items())
-            if len(ref_records) >= 10:
-                ref_metrics = proxy_metrics(ref_records, table, column, REFERENCE_MODEL_PROXIES)
-                rows = [[k, pub.get(k), m["spearman"], m["spearman"] - pub[k] if k in pub else None, m["kendall"],
-                         m["top10_top10"], int(m["top64_top5"]), m["pairwise"], int(m["n"])]
-                        for k, m in ref_metrics.items()]
-                body += [f"### {dataset}, the reference's NB201 model: {len(ref_records)} cells", "",
-                         "The zero-cost reference's own NB201 network (foresight/models/nasbench2_ops.py) has a bias",
-                         "in every cell convolution (`bias=not affine`, `affine=False`); NB201's network has none.",
-                         "Behind a train-mode BatchNorm the bias changes no output and no weight gradient, so only",
-                         "fisher (it uses the convolution output, bias included) and synflow (it keeps |bias| on its",
-                         "BN-free copy) change. Same cells, seeds, initial weights and minibatches as above; only the",
-                         "biases are added.", "",
-                         markdown_table(["proxy", "published", "spearman", "ours - published", "kendall",
-                                         "top10%/top10%", "top64/top5%", "pairwise acc", "n"], rows), ""]
+        ref_records = records_of(dataset, seed, n, "zc_reference")
+        if len(ref_records) >= 10:
+            ref_metrics = proxy_metrics(ref_records, table, column, REFERENCE_MODEL_PROXIES)
+            rows = [[k, pub.get(k), m["spearman"], m["spearman"] - pub[k] if k in pub else None, m["kendall"],
+                     m["top10_top10"], int(m["top64_top5"]), m["pairwise"], int(m["n"])]
+                    for k, m in ref_metrics.items()]
+            body += [f"### {dataset}, the reference's NB201 model: {len(ref_records)} cells", "",
+                     "The zero-cost reference's own NB201 network (foresight/models/nasbench2_ops.py) has a bias",
+                     "in every cell convolution (`bias=not affine`, `affine=False`); NB201's network has none.",
+                     "Behind a train-mode BatchNorm the bias changes no output and no weight gradient, so only",
+                     "fisher (it uses the convolution output, bias included) and synflow (it keeps |bias| on its",
+                     "BN-free copy) change. Same cells, seeds, initial weights and minibatches as above; only the",
+                     "biases are added.", "",
+                     markdown_table(["proxy", "published", "spearman", "ours - published", "kendall",
+                                     "top10%/top10%", "top64/top5%", "pairwise acc", "n"], rows), ""]
         data["datasets"][dataset] = {"cells": len(records), "reference_model_metrics": ref_metrics,
                                      "truth": column, "metrics": metrics,
                                      "extra_truth": extra, "seconds_per_cell_mean": float(np.mean(secs)),
@@ -226,19 +222,21 @@ def main() -> None:
     ap.add_argument("--dataset", action="append", choices=DATASETS, help="dataset(s) to score (repeatable)")
     ap.add_argument("--sample", type=int, default=1000)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--executor", choices=EXECUTORS, default="inline")
+    ap.add_argument("--workers", type=int, default=2, help="processes (process) or CPUs (local ray)")
+    ap.add_argument("--ray-address", default=None, help="a running Ray cluster (default: start a local one)")
     ap.add_argument("--timing", type=int, default=0, help="also time each proxy alone on this many cells")
     ap.add_argument("--report-only", action="store_true")
-    ap.add_argument("--model", choices=("nb201", "zc_reference"), default="nb201",
+    ap.add_argument("--variant", choices=("default", "zc_reference"), default="default",
                     help="zc_reference: the reference's NB201 model (cell conv biases), fisher and synflow only")
     args = ap.parse_args()
     torch.set_num_threads(1)
     if not args.report_only:
         for dataset in args.dataset or []:
-            score(dataset, args.sample, args.seed, args.workers, args.model)
-            report(args.seed, None)
+            score(dataset, args.sample, args.seed, args.executor, args.workers, args.ray_address, args.variant)
+            report(args.seed, args.sample, None)
     timing_result = timing(args.timing, args.seed) if args.timing else None
-    report(args.seed, timing_result)
+    report(args.seed, args.sample, timing_result)
 
 
 if __name__ == "__main__":

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import itertools
 import json
+import subprocess
+import sys
+import typing
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from devicefit.cli import app
-from devicefit.cli.foundation import resolve_arch
+from devicefit.data import resolve_arch
 from devicefit.demo import run_demo
 from devicefit.spaces import NB201Cell, sample_unique_cells
 
@@ -28,7 +31,23 @@ def _fails(args: list[str], expected: str) -> None:
     result = runner.invoke(app, args)
     assert result.exit_code == 2, result.output
     message = result.output.strip()
-    assert message.startswith("error:") and "\n" not in message and expected in message
+    assert message.startswith("error:") and "\n" not in message and expected in message, message
+
+
+def test_the_cli_imports_no_torch_pandas_or_scipy() -> None:
+    """`devicefit --help` answers at once: the command modules import heavy libraries inside commands only."""
+    code = "import sys, devicefit.cli; print(sorted(m for m in ('torch', 'pandas', 'scipy') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_runtime_choices_are_the_measurable_runtimes() -> None:
+    from devicefit.cli.foundation import Runtime
+    from devicefit.hardware.measure import RUNTIMES
+
+    assert typing.get_args(Runtime) == RUNTIMES
+    result = runner.invoke(app, ["measure", "--help"], terminal_width=200)
+    assert result.exit_code == 0 and "torch|onnxruntime" in result.output
 
 
 def test_info_without_data(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -64,6 +83,8 @@ def test_measure_json(monkeypatch: pytest.MonkeyPatch) -> None:
     assert 0 < out["cpu_time_ms"]["median"]
     assert out["macs"] > 0 and out["params"] > 0
     assert out["protocol"]["runtime"] == "torch" and out["protocol"]["repeats"] == 3
+    result = runner.invoke(app, ["measure", ARCH, "--runtime", "torch", "--repeats", "2", "--warmup", "0"])
+    assert result.exit_code == 0 and "torch on " in result.output and "0 warm-up + 2 timed runs" in result.output
 
 
 def test_devices_json(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -73,11 +94,35 @@ def test_devices_json(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     _fails(["devices", "--data-dir", str(tmp_path / "nowhere")], "does not exist")
 
 
+def test_devices_with_data(data_root: Path) -> None:
+    out = _json(["devices", "--json", "--data-dir", str(data_root)])
+    assert out[0]["name"] == "local-cpu" and len(out) > 10
+    assert all(d["cells"] > 0 and d["unit"] == "ms" and d["source"] in ("latbench", "help") for d in out[1:])
+
+
+def test_a_data_setting_that_names_no_folder_is_an_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("DEVICEFIT_DATA", str(tmp_path / "typo"))
+    for args in (["info", ARCH], ["devices"], ["demo", "--out", str(tmp_path / "o"), "--sample", "3"]):
+        _fails(args, "(from DEVICEFIT_DATA) does not exist")
+    _fails(["info", ARCH, "--data-dir", str(tmp_path / "other")], "other' (from --data-dir) does not exist")
+
+
 def test_bad_input_gives_one_line_error(monkeypatch: pytest.MonkeyPatch, data_root: Path) -> None:
     _fails(["info", "|nor_conv_3x3~0|+|bogus~0|"], "arch string")
     _fails(["info", "nb201:99999", "--data-dir", str(data_root)], "99999")
+    _fails(["info", "nb201:-1", "--data-dir", str(data_root)], "out of range 0..15624")
+    _fails(["info", "nb201:3.5", "--data-dir", str(data_root)], "integer INDEX")
     _fails(["info", "nb201:abc", "--data-dir", str(data_root)], "integer INDEX")
-    _fails(["measure", ARCH, "--runtime", "tvm"], "tvm")
+    _fails(["measure", ARCH, "--runtime", "tvm"], "'tvm' is not one of 'torch', 'onnxruntime'")
+    for option, value, expected in (("--repeats", "0", "greater than or equal to 1"),
+                                    ("--threads", "0", "greater than or equal to 1"),
+                                    ("--batch-size", "-2", "greater than or equal to 1"),
+                                    ("--warmup", "-1", "greater than or equal to 0"),
+                                    ("--repeats", "many", "integer")):
+        _fails(["measure", ARCH, option, value], f"'{option}'")
+        _fails(["measure", ARCH, option, value], expected)
+    _fails(["measure", ARCH, "--bogus"], "No such option: --bogus (see 'devicefit measure --help')")
+    _fails(["nonsense"], "No such command 'nonsense'")
     monkeypatch.delenv("DEVICEFIT_DATA", raising=False)
     _fails(["info", "nb201:5"], "no data directory")
 

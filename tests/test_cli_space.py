@@ -28,6 +28,15 @@ def test_bench_reports_published_optima(data_root: Path) -> None:
 
 def test_bad_space_and_missing_data_dir(tmp_path: Path) -> None:
     result = runner.invoke(app, ["space", "darts"])
-    assert result.exit_code == 2 and "unknown search space 'darts'" in result.output
+    assert result.exit_code == 2 and result.output.startswith("error:") and "'darts' is not one of 'nb201'" in result.output
+    result = runner.invoke(app, ["space", "--help"])
+    assert result.exit_code == 0 and "nb201" in result.output  # the choices are listed
     result = runner.invoke(app, ["bench", "nb201", "--data-dir", str(tmp_path / "nowhere")])
     assert result.exit_code == 2 and "does not exist" in result.output
+    result = runner.invoke(app, ["bench", "nb201", "--data-dir", str(tmp_path)])
+    assert result.exit_code == 2 and "nb201_accuracy.csv" in result.output and "not found" in result.output
+
+
+def test_space_table_output() -> None:
+    result = runner.invoke(app, ["space"])
+    assert result.exit_code == 0 and "15,625" in result.output and "6,466" in result.output

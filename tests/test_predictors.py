@@ -1,34 +1,50 @@
-"""Predictors on synthetic, exactly additive latency tables (fast), file round-trips and bad input."""
+"""Predictors on synthetic, exactly additive latency tables (fast), file round-trips and integrity, bad input,
+and the device-level API (evaluate_on_device / fit_on_device) with saved and cached transfer trunks."""
 
 from __future__ import annotations
 
 import json
+import pickle
 import random
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 from devicefit.data import LatencyTable
+from devicefit.errors import InputError, UnknownNameError
 from devicefit.predictors import (
+    PREDICTOR_KINDS,
     FlopsPredictor,
     GCNPredictor,
     LayerwisePredictor,
     MLPPredictor,
     NotFittedError,
+    PredictorEvaluation,
     PredictorFileError,
+    TrainConfig,
     TransferPredictor,
+    TransferTrunk,
+    TrunkSettings,
+    cached_trunk,
     cell_macs_params,
     device_family,
     evaluate,
+    evaluate_on_device,
+    fit_on_device,
     load_predictor,
+    load_trunk,
+    make_predictor,
     measurement_ceiling,
+    pretrain_trunk,
     sources_for,
     split_table,
 )
-from devicefit.predictors._nn import TrainConfig
+from devicefit.predictors.io import metadata_digest
+from devicefit.predictors.trunk import tables_sha256, trunk_cache_key
 from devicefit.ranking import regression_report
-from devicefit.spaces import NB201Cell, all_cells, build_nb201, twin_pairs
+from devicefit.spaces import NB201Cell, NB201Space, all_cells, build_nb201, twin_pairs
 
 FAST = TrainConfig(max_epochs=80, batch_size=32, lr=3e-3, weight_decay=0.0, es_patience=20, min_cells_for_val=50)
 GCN_FAST = TrainConfig(max_epochs=100, batch_size=32, lr=1e-2, weight_decay=0.0, es_patience=30)
@@ -145,9 +161,9 @@ def test_transfer_adapts_from_few_samples() -> None:
 
 
 def test_transfer_needs_pretraining_and_sources() -> None:
-    with pytest.raises(ValueError, match="not pre-trained"):
+    with pytest.raises(InputError, match="not pre-trained"):
         TransferPredictor().fit([NB201Cell((1,) * 6)] * 3, [1.0, 2.0, 3.0])
-    with pytest.raises(ValueError, match="at least 2 source devices"):
+    with pytest.raises(InputError, match="at least 2 source devices"):
         TransferPredictor().pretrain({"a": additive_table(0, cells=all_cells()[:10])})
 
 
@@ -186,12 +202,17 @@ def test_save_load_round_trip(kind: str, table: LatencyTable, split, tmp_path) -
     npz = p.save(tmp_path / "pred")
     q = load_predictor(npz)
     assert type(q) is type(p) and q.device == "synthetic" and q.unit == "ms" and q.n_train == p.n_train
-    assert q.metrics == {"spearman": 0.5}
+    assert q.metrics == {"spearman": 0.5} and q.space.settings() == NB201Space().settings()
     np.testing.assert_array_equal(q.predict(test[:300]), p.predict(test[:300]))
     meta = json.loads((tmp_path / "pred.json").read_text())
-    assert meta["model"] == kind and meta["weights_sha256"]
+    assert meta["kind"] == kind and meta["weights_sha256"] and meta["metadata_sha256"]
+    assert meta["space"] == {"space": "nb201", "prune_graph": False} and meta["format_version"] == 2
+    with pytest.raises(PredictorFileError, match="fitted on space .*not on the given space"):
+        load_predictor(npz, space=NB201Space(prune_graph=True))
     with np.load(npz, allow_pickle=False) as f:  # plain arrays only
         assert all(f[k].dtype != object for k in f.files)
+    (tmp_path / "plain").write_text("")  # files are written as any other (permissions from the umask)
+    assert npz.stat().st_mode == (tmp_path / "pred.json").stat().st_mode == (tmp_path / "plain").stat().st_mode
 
 
 def test_missing_cells_fit_on_present_and_refuse_to_evaluate_absent(table: LatencyTable) -> None:
@@ -204,6 +225,12 @@ def test_missing_cells_fit_on_present_and_refuse_to_evaluate_absent(table: Laten
         evaluate(p, partial, cells[:10])
     with pytest.raises(KeyError, match="has no ms value"):
         p.fit_table(partial, cells[:40])
+
+
+def _rewrite(path: Path, meta: dict, *, resign: bool = False) -> None:
+    if resign:  # a consistent file whose content is nevertheless wrong (as a bug could write)
+        meta["metadata_sha256"] = metadata_digest(meta)
+    path.write_text(json.dumps(meta, indent=2))
 
 
 def test_bad_metadata_is_refused(table: LatencyTable, split, tmp_path) -> None:
@@ -222,28 +249,69 @@ def test_bad_metadata_is_refused(table: LatencyTable, split, tmp_path) -> None:
         load_predictor(a)
     with pytest.raises(PredictorFileError, match="not found"):
         load_predictor(tmp_path / "nothing")
-    # right checksum, but metadata that does not describe the weights
+    # right checksums, but metadata that does not describe the weights
     meta = json.loads((tmp_path / "b.json").read_text())
-    meta["model"] = "gcn"
-    (tmp_path / "b.json").write_text(json.dumps(meta))
+    _rewrite(tmp_path / "b.json", {**meta, "kind": "gcn"}, resign=True)
     with pytest.raises(PredictorFileError, match="does not fit a gcn predictor"):
         load_predictor(tmp_path / "b.npz")
-    meta["model"] = "oracle"
-    (tmp_path / "b.json").write_text(json.dumps(meta))
+    _rewrite(tmp_path / "b.json", {**meta, "kind": "oracle"}, resign=True)
     with pytest.raises(PredictorFileError, match="unknown predictor kind 'oracle'"):
         load_predictor(tmp_path / "b.npz")
+    _rewrite(tmp_path / "b.json", {**meta, "space": {"space": "darts"}}, resign=True)
+    with pytest.raises(PredictorFileError, match="space .*darts.* cannot be rebuilt"):
+        load_predictor(tmp_path / "b.npz")
+
+
+def test_any_edit_of_a_saved_predictor_is_refused(table: LatencyTable, split, tmp_path) -> None:
+    train, test = split
+    p = MLPPredictor(hidden=8, train=TrainConfig(max_epochs=2)).fit_table(table, train)
+    p.save(tmp_path / "m")
+    js = tmp_path / "m.json"
+    meta = json.loads(js.read_text())
+    # the unit: predictions would silently be read as millijoules
+    _rewrite(js, {**meta, "unit": "mJ"})
+    with pytest.raises(PredictorFileError, match=r"m\.json' was changed after it was saved"):
+        load_predictor(tmp_path / "m")
+    # one number of the target normalisation: every prediction would shift
+    edited = json.loads(json.dumps(meta))
+    edited["params"]["target_normalisation"]["mean"][0] += 0.01
+    _rewrite(js, edited)
+    with pytest.raises(PredictorFileError, match=r"m\.json' was changed after it was saved"):
+        load_predictor(tmp_path / "m")
+    # weights of another fit of the same kind and shapes
+    _rewrite(js, meta)
+    np.testing.assert_array_equal(load_predictor(tmp_path / "m").predict(test[:50]), p.predict(test[:50]))
+    MLPPredictor(hidden=8, train=TrainConfig(max_epochs=2)).fit_table(table, train, seed=1).save(tmp_path / "other")
+    (tmp_path / "m.npz").write_bytes((tmp_path / "other.npz").read_bytes())
+    with pytest.raises(PredictorFileError, match=r"weights .*m\.npz' do not match the metadata"):
+        load_predictor(tmp_path / "m")
+    # files of the previous format (no checksum of the metadata) are refused, saying why
+    old = {k: v for k, v in meta.items() if k != "metadata_sha256"} | {"format_version": 1}
+    _rewrite(js, old)
+    with pytest.raises(PredictorFileError, match="format version 1.*older devicefit.*fit and save it again"):
+        load_predictor(tmp_path / "m")
+
+
+def test_saving_to_a_folder_or_below_a_file_is_refused(table: LatencyTable, split, tmp_path) -> None:
+    p = FlopsPredictor().fit_table(table, split[0])
+    (tmp_path / "dir.npz").mkdir()
+    with pytest.raises(InputError, match="is a directory"):
+        p.save(tmp_path / "dir")
+    (tmp_path / "file").write_text("")
+    with pytest.raises(InputError, match="is a file, not a folder"):
+        p.save(tmp_path / "file" / "pred")
 
 
 def test_too_small_or_bad_training_sets(table: LatencyTable) -> None:
     cells = all_cells()
-    with pytest.raises(ValueError, match="at least 25 training cells"):
+    with pytest.raises(ValueError, match="at least 25 training candidates"):
         LayerwisePredictor().fit_table(table, cells[:20])
     same_first_edge = [c for c in cells if c.ops[0] == 3][:200]
     with pytest.raises(ValueError, match="determine only"):
         LayerwisePredictor().fit_table(table, same_first_edge)
-    with pytest.raises(ValueError, match="at least 2 training cells"):
+    with pytest.raises(ValueError, match="at least 2 training candidates"):
         GCNPredictor(hidden=8).fit_table(table, cells[:1])
-    with pytest.raises(ValueError, match="at least 3 training cells"):
+    with pytest.raises(ValueError, match="at least 3 training candidates"):
         FlopsPredictor().fit_table(table, cells[:2])
     with pytest.raises(ValueError, match="must be finite and > 0"):
         FlopsPredictor().fit(cells[:5], [1.0, 2.0, float("nan"), 1.0, 1.0])
@@ -255,6 +323,33 @@ def test_too_small_or_bad_training_sets(table: LatencyTable) -> None:
         GCNPredictor(hidden=8).predict(cells[:2])
     with pytest.raises(ValueError, match="training set must be"):
         split_table(table, len(table), seed=0)
+    for seed in (-1, 0.5, True):
+        with pytest.raises(InputError, match="seed must be a non-negative int"):
+            split_table(table, 10, seed=seed)  # type: ignore[arg-type]
+        with pytest.raises(InputError, match="seed must be a non-negative int"):
+            FlopsPredictor().fit(cells[:5], [1.0] * 5, seed=seed)  # type: ignore[arg-type]
+    with pytest.raises(InputError, match="must be a list of candidates, got a single str"):
+        FlopsPredictor().fit(cells[0].to_str(), [1.0])
+    with pytest.raises(InputError, match="nb201 candidate must be an NB201Cell"):
+        FlopsPredictor().fit([(1, 2, 3, 4, 0, 1)] * 5, [1.0] * 5)
+    with pytest.raises(InputError, match="nb201 candidate must be an NB201Cell"):
+        GCNPredictor(hidden=8).fit([(1, 2, 3, 4, 0, 1)] * 5, [1.0] * 5)
+
+
+def test_registry_and_settings_are_checked() -> None:
+    assert PREDICTOR_KINDS == ("flops", "layerwise", "mlp", "gcn", "transfer")
+    assert make_predictor("gcn", hidden=8).hidden == 8
+    with pytest.raises(UnknownNameError, match="unknown predictor kind 'oracle'; expected one of flops, layerwise"):
+        make_predictor("oracle")
+    with pytest.raises(InputError, match="predictor 'mlp' has no option.*'epochs'.*hidden"):
+        make_predictor("mlp", epochs=3)
+    for bad in ({"max_epochs": 0}, {"lr": -1.0}, {"val_fraction": 1.0}, {"batch_size": True}, {"lr": float("nan")}):
+        with pytest.raises(InputError, match="TrainConfig"):
+            TrainConfig(**bad)
+    with pytest.raises(InputError, match="TrunkSettings.hidden"):
+        TrunkSettings(hidden=0)
+    assert TrainConfig.from_json(TrainConfig().to_json()) == TrainConfig()
+    assert TrunkSettings.from_json(TrunkSettings().to_json()) == TrunkSettings()
 
 
 def test_energy_tables_fit_in_millijoules(table: LatencyTable, split) -> None:
@@ -275,10 +370,10 @@ def test_transfer_keeps_disconnected_cells_out_of_the_head() -> None:
     dead = [c for c in all_cells() if c.is_disconnected()]
     values = {c: base[c] for c in cells} | {dead[0]: 0.01, dead[1]: 0.04}  # a device that skips dead networks
     p.fit(list(values), list(values.values()))
-    np.testing.assert_allclose(p.predict(dead[2:5]), 0.02)  # geometric mean of the two dead samples
+    np.testing.assert_allclose(p.predict(dead[2:5]), 0.02)
+    np.testing.assert_allclose(p.predict([c.to_str() for c in dead[2:5]]), 0.02)  # arch strings read by the space  # geometric mean of the two dead samples
     assert np.all(p.predict(cells) > 1.0)  # connected cells are not dragged towards ~0.01 ms
-    q = TransferPredictor(pretrain_cells=100, hidden=16, train=TrainConfig(max_epochs=3))
-    q.model, q.sources = p.model, p.sources
+    q = TransferPredictor(trunk=p.trunk)
     q.fit(cells, [base[c] for c in cells])
     assert q.disconnected_log is None and np.all(q.predict(dead[:3]) > 0.5)
 
@@ -307,3 +402,148 @@ def test_measurement_ceiling_needs_twin_pairs(table: LatencyTable) -> None:
     assert measurement_ceiling(few) is None
     with pytest.raises(ValueError, match="tolerance"):
         measurement_ceiling(table, tolerance=10)
+
+
+# -- the device-level API: evaluate_on_device / fit_on_device, saved and cached transfer trunks ---------
+TINY_TRUNK = {"pretrain_cells": 150, "hidden": 16, "train": TrainConfig(max_epochs=3)}
+#: Device names of the tiny data directory: two settings of one chip (one family) and two other chips.
+TINY_DEVICES = ("titan_rtx_1", "titan_rtx_32", "pixel2", "raspi4")
+
+
+@pytest.fixture(scope="module")
+def tiny_data_dir(tmp_path_factory) -> Path:
+    """A data directory of LatBench-format pickles ({op tuple: seconds}) of four devices on 300 cells."""
+    root = tmp_path_factory.mktemp("data")
+    folder = root / "latency" / "latbench"
+    folder.mkdir(parents=True)
+    cells = random.Random(0).sample(all_cells(), 300)
+    for k, name in enumerate(TINY_DEVICES):
+        t = additive_table(10 + k, name, cells)
+        (folder / f"{name}.pickle").write_bytes(pickle.dumps({c.ops: v / 1000 for c, v in t.values.items()}))
+    return root
+
+
+@pytest.fixture
+def pretrain_calls(monkeypatch) -> list[list[str]]:
+    """Counts pre-trainings (the source names of each) while letting them run."""
+    calls: list[list[str]] = []
+    original = TransferTrunk.pretrain.__func__  # type: ignore[attr-defined]
+
+    def counting(cls, sources, **kwargs):
+        calls.append(sorted(sources))
+        return original(cls, sources, **kwargs)
+
+    monkeypatch.setattr(TransferTrunk, "pretrain", classmethod(counting))
+    return calls
+
+
+def test_evaluate_on_device_returns_metrics_and_the_noise_bracket(tiny_data_dir: Path) -> None:
+    result = evaluate_on_device("pixel2", "layerwise", 100, 0, data_dir=tiny_data_dir)
+    assert isinstance(result, PredictorEvaluation)
+    assert (result.device, result.kind, result.unit, result.n_train, result.n_test) == ("pixel2", "layerwise", "ms",
+                                                                                      100, 200)
+    assert result.metrics["within_1pct"] == 1.0 and result.trunk is None
+    assert result.ceiling is None  # 300 random cells hold too few twin pairs for a bracket
+    assert result.predictor.metrics["n_test"] == 200
+    summary = result.as_dict()
+    assert json.loads(json.dumps(summary)) == summary and summary["spearman"] == pytest.approx(1.0)
+    with pytest.raises(InputError, match="evaluate needs held-out candidates"):
+        evaluate_on_device("pixel2", "flops", 300, 0, data_dir=tiny_data_dir)
+    with pytest.raises(InputError, match="n_train must be a non-negative int"):
+        evaluate_on_device("pixel2", "flops", -5, 0, data_dir=tiny_data_dir)
+    with pytest.raises(InputError, match="seed must be a non-negative int"):
+        evaluate_on_device("pixel2", "flops", 50, -1, data_dir=tiny_data_dir)
+    with pytest.raises(InputError, match="apply to kind 'transfer' only"):
+        evaluate_on_device("pixel2", "flops", 50, 0, data_dir=tiny_data_dir, exclude=["raspi4"])
+    full = fit_on_device("pixel2", "flops", 0, 0, data_dir=tiny_data_dir)
+    assert full.n_train == 300 and full.n_test == 0 and full.metrics == {}
+
+
+def test_transfer_trunk_is_pretrained_once_then_reused(tiny_data_dir: Path, tmp_path: Path, pretrain_calls) -> None:
+    first = fit_on_device("titan_rtx_1", "transfer", 20, 0, data_dir=tiny_data_dir, cache_dir=tmp_path,
+                          options=TINY_TRUNK)
+    assert first.trunk is not None and first.trunk.pretrained
+    # the target's whole family is left out, and the result says so
+    assert first.trunk.sources == ("pixel2", "raspi4") and first.trunk.excluded == ("titan_rtx_1", "titan_rtx_32")
+    assert first.trunk.excluded_family == "titan_rtx" and pretrain_calls == [["pixel2", "raspi4"]]
+    trunk_file = Path(first.trunk.path)
+    assert trunk_file.parent == tmp_path and trunk_file.is_file()
+    mtime = trunk_file.stat().st_mtime_ns
+
+    second = evaluate_on_device("titan_rtx_32", "transfer", 20, 0, data_dir=tiny_data_dir, cache_dir=tmp_path,
+                                options=TINY_TRUNK)  # same family: the same sources, settings and seed
+    assert second.trunk is not None and not second.trunk.pretrained and second.trunk.path == str(trunk_file)
+    assert len(pretrain_calls) == 1 and trunk_file.stat().st_mtime_ns == mtime
+    assert second.n_test == 280 and "spearman" in second.metrics  # quality: test_transfer_adapts_from_few_samples
+    # another seed, or other settings, is another trunk
+    fit_on_device("titan_rtx_1", "transfer", 20, 1, data_dir=tiny_data_dir, cache_dir=tmp_path, options=TINY_TRUNK)
+    assert len(pretrain_calls) == 2
+
+    # a damaged cache file is pre-trained again, with a warning
+    js = trunk_file.with_suffix(".json")
+    js.write_text(js.read_text().replace('"seed": 0', '"seed": 5'))
+    with pytest.warns(UserWarning, match="is unusable"):
+        again = fit_on_device("titan_rtx_1", "transfer", 20, 0, data_dir=tiny_data_dir, cache_dir=tmp_path,
+                              options=TINY_TRUNK)
+    assert again.trunk is not None and again.trunk.pretrained and len(pretrain_calls) == 3
+
+
+def test_cache_key_follows_the_tables_content() -> None:
+    space = NB201Space()
+    a, b = additive_table(1, "a", all_cells()[:50]), additive_table(2, "b", all_cells()[:50])
+    key = trunk_cache_key(space, 0, TrunkSettings(), tables_sha256(space, {"a": a, "b": b}))
+    assert key == trunk_cache_key(space, 0, TrunkSettings(), tables_sha256(space, {"b": b, "a": a}))
+    changed = LatencyTable("b", "ms", {**b.values, all_cells()[0]: b[all_cells()[0]] * 1.01})
+    assert key != trunk_cache_key(space, 0, TrunkSettings(), tables_sha256(space, {"a": a, "b": changed}))
+    assert key != trunk_cache_key(space, 1, TrunkSettings(), tables_sha256(space, {"a": a, "b": b}))
+    assert key != trunk_cache_key(space, 0, TrunkSettings(hidden=8), tables_sha256(space, {"a": a, "b": b}))
+
+
+def test_a_saved_trunk_is_reused_and_refused_where_it_saw_the_target(
+    tiny_data_dir: Path, tmp_path: Path, pretrain_calls
+) -> None:
+    settings = TransferPredictor(**TINY_TRUNK).pretrain_settings
+    everything = pretrain_trunk(data_dir=tiny_data_dir, settings=settings)
+    everything.save(tmp_path / "all")
+    assert len(pretrain_calls) == 1 and everything.sources == sorted(TINY_DEVICES)
+    # pre-trained on the target's family: refused (its metrics would not be those of a new device)
+    with pytest.raises(InputError, match="pre-trained on titan_rtx_1, titan_rtx_32, which must be left out"):
+        evaluate_on_device("titan_rtx_32", "transfer", 20, 0, data_dir=tiny_data_dir, trunk=tmp_path / "all")
+    with pytest.raises(InputError, match="pre-trained on pixel2, raspi4, which must be left out for target 'pixel2'"):
+        evaluate_on_device("pixel2", "transfer", 20, 0, data_dir=tiny_data_dir, trunk=everything, exclude=["raspi4"])
+    # a table of the user's own: its column name is theirs, nothing is left out by name unless asked
+    mine = LatencyTable("raspi4", "ms", dict(additive_table(3, "raspi4", all_cells()[:200]).values))
+    used = evaluate_on_device(mine, "transfer", 20, 0, trunk=tmp_path / "all")
+    assert used.trunk is not None and used.trunk.sources == tuple(sorted(TINY_DEVICES)) and used.trunk.excluded == ()
+    assert used.trunk.excluded_family is None and not used.trunk.pretrained and len(pretrain_calls) == 1
+    with pytest.raises(InputError, match="pre-trained on raspi4"):
+        evaluate_on_device(mine, "transfer", 20, 0, trunk=tmp_path / "all", exclude=["raspi4"])
+
+    without = pretrain_trunk(data_dir=tiny_data_dir, exclude=["titan_rtx_1", "titan_rtx_32"], settings=settings)
+    assert without.sources == ["pixel2", "raspi4"]
+    without.save(tmp_path / "without")
+    ok = evaluate_on_device("titan_rtx_1", "transfer", 20, 0, data_dir=tiny_data_dir, trunk=tmp_path / "without")
+    assert ok.trunk is not None and ok.trunk.path == str(tmp_path / "without") and ok.n_test == 280
+    with pytest.raises(UnknownNameError, match="cannot exclude unknown device.*'titan_rtx_2'"):
+        pretrain_trunk(data_dir=tiny_data_dir, exclude=["titan_rtx_2"], settings=settings)
+    # trunk files and predictor files are not interchangeable
+    with pytest.raises(PredictorFileError, match="is a pre-trained transfer trunk, not a predictor"):
+        load_predictor(tmp_path / "all")
+    ok.predictor.save(tmp_path / "pred")
+    with pytest.raises(PredictorFileError, match="holds a 'transfer' predictor, not a transfer trunk"):
+        load_trunk(tmp_path / "pred")
+    assert load_trunk(tmp_path / "without").cache_key() == without.cache_key()
+
+
+def test_graph_connectivity_matches_nb201_disconnected_cells() -> None:
+    from devicefit.predictors.encoding import GraphEncoder
+
+    cells = all_cells()
+    for space, sample in ((NB201Space(), cells), (NB201Space(prune_graph=True), cells[::7])):
+        encoder = GraphEncoder(space)  # fresh: the first call encodes (and grows its arrays)
+        np.testing.assert_array_equal(encoder.reaches_output(sample), [not c.is_disconnected() for c in sample])
+
+
+def test_cached_trunk_needs_two_sources(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="at least 2 source devices"):
+        cached_trunk({"a": additive_table(0, "a", all_cells()[:20])}, cache_dir=tmp_path)

@@ -10,18 +10,17 @@ from torch import nn
 
 from devicefit.proxies import (
     PROXIES,
-    ImagePool,
-    NB201ProxySettings,
     ProxyResult,
     compute_proxies,
     proxy_metrics,
-    run_nb201_proxies,
     sample_nb201_cells,
     synflow,
     vote,
 )
-from devicefit.spaces import build_nb201
-from devicefit.study import ResultStore
+from devicefit.spaces import build_nb201, get_space
+from devicefit.study import ZeroCostProxies, evaluate_all
+
+from .conftest import need_file
 
 
 def _batch(n: int = 16, d: int = 6, classes: int = 3, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -240,37 +239,36 @@ def test_vote_is_the_pairwise_majority_with_directions() -> None:
         vote({"synflow": [1, float("nan")], "jacob_cov": [1, 2], "snip": [1, 2]})
 
 
-def _fake_pool(n: int = 32) -> ImagePool:
-    rng = np.random.default_rng(0)
-    return ImagePool("cifar10", "npz", rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8),
-                     rng.integers(0, 10, n).astype(np.int64), crop_padding=4)
+def _estimator(data_root, **kw) -> ZeroCostProxies:
+    need_file(data_root, "images/cifar10_train_aug_960.npz")
+    return ZeroCostProxies(**{"proxies": ("synflow", "params", "grad_norm"), "batch_size": 4, "data_dir": data_root,
+                              **kw})
 
 
-def test_nb201_run_resumes_without_recomputing(tmp_path) -> None:
-    settings = NB201ProxySettings(proxies=("synflow", "params", "grad_norm"), batch_size=4)
-    pool = _fake_pool()
-    seen: list[str] = []
-    with ResultStore(tmp_path / "s.sqlite", meta=settings.meta()) as store:
-        assert run_nb201_proxies(sample_nb201_cells(3, 0), settings, store, pool=pool) == 3
-    with ResultStore(tmp_path / "s.sqlite", meta=settings.meta()) as store:
-        first = dict(store.items())
-        n = run_nb201_proxies(sample_nb201_cells(5, 0), settings, store, pool=pool,
-                              on_result=lambda a, _r: seen.append(a))
-        assert n == 2 and len(seen) == 2 and len(store) == 5
-        assert all(store.get(k) == v for k, v in first.items())
-    other = NB201ProxySettings(proxies=("synflow",), batch_size=4)
-    with pytest.raises(ValueError, match="proxies"):
-        ResultStore(tmp_path / "s.sqlite", meta=other.meta())
+def test_nb201_run_resumes_without_recomputing(tmp_path, data_root) -> None:
+    space, est = get_space("nb201"), _estimator(data_root)
+    first = evaluate_all(space, sample_nb201_cells(3, 0), [est], tmp_path / "s.sqlite", progress=False)
+    assert first.computed == 3
+    seen = []
+    second = evaluate_all(space, sample_nb201_cells(5, 0), [est], tmp_path / "s.sqlite", progress=False,
+                          on_outcome=seen.append)
+    assert (second.computed, second.reused, len(seen)) == (2, 3, 2)
+    assert all(second.values("proxies")[k] == v for k, v in first.values("proxies").items())
+    other = evaluate_all(space, sample_nb201_cells(3, 0), [_estimator(data_root, seed=1)], tmp_path / "s.sqlite",
+                         progress=False)
+    assert other.computed == 3  # another seed is another estimator: nothing reused
 
 
-def test_same_cell_same_seed_gives_the_same_record() -> None:
-    from devicefit.proxies import score_nb201_cell
-
-    settings = NB201ProxySettings(proxies=("grad_norm", "synflow"), batch_size=4)
+def test_same_cell_same_seed_gives_the_same_record(data_root) -> None:
+    space = get_space("nb201")
     cell = sample_nb201_cells(1, 7)[0]
-    a = score_nb201_cell(cell, settings, _fake_pool())["scores"]
-    b = score_nb201_cell(cell, settings, _fake_pool())["scores"]
-    assert a == b
+    est = _estimator(data_root, proxies=("grad_norm", "synflow"))
+    est.prepare()
+    a = est.evaluate(space, cell)["scores"]
+    assert a == est.evaluate(space, cell)["scores"]
+    other = _estimator(data_root, proxies=("grad_norm", "synflow"), seed=3)
+    other.prepare()
+    assert other.evaluate(space, cell)["scores"]["grad_norm"] != a["grad_norm"]
 
 
 class _FakeTable:
@@ -311,7 +309,9 @@ def test_bad_inputs_get_clear_errors() -> None:
     with pytest.raises(ValueError, match="sample size"):
         sample_nb201_cells(0, 0)
     with pytest.raises(ValueError, match="dataset"):
-        NB201ProxySettings(dataset="mnist")
+        ZeroCostProxies(("snip",), dataset="mnist")
+    with pytest.raises(ValueError, match="non-negative"):
+        ZeroCostProxies(("snip",), seed=-1)
 
 
 def _reference_fisher(net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:

@@ -2,28 +2,23 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
-from devicefit.study import ResultStore
+from devicefit.study import Store
 
 
-def test_results_survive_a_reopen_and_settings_are_checked(tmp_path: Path) -> None:
+def test_results_survive_a_reopen_in_finish_order(tmp_path: Path) -> None:
     path = tmp_path / "run.sqlite"
-    with ResultStore(path, meta={"seed": 0, "proxies": ["snip"]}) as store:
-        store.put("a", {"score": 1.5})
-        store.put("b", {"score": float("nan"), "error": "nan loss"})
-    with ResultStore(path, meta={"seed": 0}) as store:
-        assert len(store) == 2 and "a" in store and "c" not in store
-        assert store.get("a") == {"score": 1.5}
-        assert store.keys() == ["a", "b"]
-        assert store.delete("b") and not store.delete("b")
-        assert store.keys() == ["a"]
-    with pytest.raises(ValueError, match="seed=0"):
-        ResultStore(path, meta={"seed": 1})
-
-
-def test_a_foreign_file_is_refused(tmp_path: Path) -> None:
-    path = tmp_path / "not.sqlite"
-    path.write_text("plain text, not a database" * 100)
-    with pytest.raises(ValueError, match="not a devicefit SQLite store"):
-        ResultStore(path)
+    with Store(path) as store:
+        store.register_estimator("fp", "proxies", {"seed": 0})
+        store.put("a", "fp", value={"score": 1.5}, seconds=0.1)
+        store.put("b", "fp", error="nan loss")
+    with Store(path) as store:
+        assert store.count() == 2 and store.count(status="failed") == 1
+        assert store.get("a", "fp").value == {"score": 1.5} and store.get("c", "fp") is None
+        b = store.get("b", "fp")
+        assert not b.ok and b.error == "nan loss" and b.value is None
+        assert [e.candidate for e in store.evaluations("fp")] == ["a", "b"]
+        assert store.statuses("fp") == {"a": "ok", "b": "failed"}
+        assert store.delete("b", "fp") and not store.delete("b", "fp")
+        assert store.estimator_settings("fp") == {"seed": 0}
+    with Store(path, readonly=True) as store:
+        assert [e.candidate for e in store.evaluations()] == ["a"]

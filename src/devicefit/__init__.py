@@ -1,3 +1,60 @@
-"""devicefit: fit neural networks to devices (hardware-aware NAS and automated compression)."""
+"""devicefit: fit neural networks to devices (hardware-aware NAS and automated compression).
+
+``import devicefit`` is cheap (no torch, numpy or pandas); the main verbs are offered here and imported
+from their packages on first use::
+
+    import devicefit
+    devicefit.count_model(model, (3, 32, 32))      # imports devicefit.hardware (and torch) now
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+
+if TYPE_CHECKING:
+    from .hardware import count_model, measure_latency
+    from .models import load_model_file
+    from .predictors import make_predictor
+    from .proxies import compute_proxies
+    from .spaces import get_space
+    from .study import evaluate_all
+
+#: Verb -> "module:attribute", imported on first access.
+_VERBS: dict[str, str] = {
+    "evaluate_all": "devicefit.study:evaluate_all",
+    "measure_latency": "devicefit.hardware:measure_latency",
+    "count_model": "devicefit.hardware:count_model",
+    "compute_proxies": "devicefit.proxies:compute_proxies",
+    "get_space": "devicefit.spaces:get_space",
+    "make_predictor": "devicefit.predictors:make_predictor",
+    "load_model_file": "devicefit.models:load_model_file",
+}
+
+
+def __getattr__(name: str) -> Any:
+    target = _VERBS.get(name)
+    if target is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    module, attribute = target.split(":")
+    value = getattr(import_module(module), attribute)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_VERBS))
+
+
+__all__ = [
+    "__version__",
+    "compute_proxies",
+    "count_model",
+    "evaluate_all",
+    "get_space",
+    "load_model_file",
+    "make_predictor",
+    "measure_latency",
+]

@@ -1,8 +1,9 @@
 """The demo job: measure NB201 cells on this machine and relate them to MACs, other devices and accuracy.
 
 1. Measure the local latency (ONNX Runtime by default; fp32, batch 1, 1 thread) of a fixed-seed sample of
-   NB201 cells with distinct canonical keys (no disconnected cells), writing each result to a
-   :class:`~devicefit.study.ResultStore` in the output folder as it finishes (a re-run resumes).
+   NB201 cells with distinct canonical keys (no disconnected cells), and count their MACs, through the
+   evaluation loop (:func:`devicefit.study.evaluate_all`): each result is written to the store in the
+   output folder as it finishes, and a re-run resumes.
 2. Rank correlation (Spearman rho) of this machine's latency with MACs and parameters, and, with the data
    directory, with every device latency table (LatBench, HELP): how well a proxy or another device ranks
    cells for this one.
@@ -20,13 +21,11 @@ from typing import Any
 
 import numpy as np
 
-from .data import data_dir, load_device_tables, load_nb201_table
+from .data import ENV_VAR, data_dir, load_device_tables, load_nb201_table
 from .errors import InputError
-from .hardware.counting import count_macs, count_params
-from .hardware.measure import RUNTIMES, measure_latency
 from .ranking import spearman
-from .spaces import NB201Cell, build_nb201, sample_unique_cells
-from .study import ResultStore
+from .spaces import get_space, sample_unique_cells
+from .study import CountedCost, MeasuredLatency, Store, evaluate_all
 from .study.pareto import pareto_front
 
 ACCURACY_COLUMN = "c10_test_200ep"
@@ -63,49 +62,6 @@ class DemoResult:
         return d
 
 
-def _measure_all(
-    cells: list[NB201Cell], store: ResultStore, runtime: str, warmup: int, repeats: int, progress: bool
-) -> tuple[int, dict[str, Any]]:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    todo = [c for c in cells if c.to_str() not in store]
-    proto: dict[str, Any] = {}
-    with Progress(
-        TextColumn("measuring {task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        disable=not progress,
-        transient=True,
-    ) as bar:
-        task = bar.add_task(f"{runtime} latency", total=len(todo))
-        for cell in todo:
-            model = build_nb201(cell).eval()
-            import torch
-
-            m = measure_latency(model, INPUT_SHAPE, runtime, warmup=warmup, repeats=repeats)  # type: ignore[arg-type]
-            macs = count_macs(model, torch.zeros(1, *INPUT_SHAPE))
-            store.put(
-                cell.to_str(),
-                {
-                    "latency_ms": m.median_ms,
-                    "p25_ms": m.p25_ms,
-                    "p75_ms": m.p75_ms,
-                    "cpu_ms": m.cpu_median_ms,
-                    "macs": macs,
-                    "params": count_params(model),
-                    "protocol": m.protocol,
-                },
-            )
-            bar.advance(task)
-    for cell in cells:
-        record = store.get(cell.to_str())
-        if record is not None:
-            proto = record["protocol"]
-            break
-    return len(todo), proto
-
-
 def run_demo(
     out_dir: str | os.PathLike[str],
     data_dir_path: str | os.PathLike[str] | None = None,
@@ -119,26 +75,45 @@ def run_demo(
 ) -> DemoResult:
     """Run the demo into ``out_dir`` (created); see the module docstring. Without a data directory
     (no ``data_dir_path`` and no ``$DEVICEFIT_DATA``) it measures and ranks against MACs only."""
-    if runtime not in RUNTIMES:
-        raise InputError(f"runtime {runtime!r} is not supported; expected one of {', '.join(RUNTIMES)}")
     if sample < 3:
         raise InputError(f"--sample must be at least 3 cells to rank anything, got {sample}")
-    root = data_dir(data_dir_path, required=data_dir_path is not None)
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise InputError(f"--seed must be a non-negative integer, got {seed!r}")
+    measured = MeasuredLatency(runtime, threads=1, warmup=warmup, repeats=repeats, batch_size=1,
+                               input_shape=INPUT_SHAPE)  # validates the settings before anything is written
+    counted = CountedCost(INPUT_SHAPE)
+    root = data_dir(data_dir_path, required=data_dir_path is not None or bool(os.environ.get(ENV_VAR)))
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {str(out)!r} is a file; give a folder for the demo's results")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"cannot create the output folder {str(out)!r}: {exc.strerror}") from None
+    space = get_space("nb201")
     cells = sample_unique_cells(sample, seed)
-    meta = {"runtime": runtime, "warmup": warmup, "repeats": repeats, "seed": seed, "threads": 1, "batch_size": 1}
-    with ResultStore(out / STORE_NAME, meta=meta) as store:
-        newly, proto = _measure_all(cells, store, runtime, warmup, repeats, progress)
-        records = [store.get(c.to_str()) for c in cells]
-    latency = np.array([r["latency_ms"] for r in records])  # type: ignore[index]
-    macs = np.array([r["macs"] for r in records], dtype=np.float64)  # type: ignore[index]
-    params = np.array([r["params"] for r in records], dtype=np.float64)  # type: ignore[index]
+    with Store(out / STORE_NAME) as store:
+        store.claim("demo", {"seed": seed, **measured.settings()})
+        newly: list[int] = []
+        res = evaluate_all(space, cells, [measured, counted], store, progress=progress,
+                           description=f"measuring {runtime} latency",
+                           on_outcome=lambda o: newly.append(1) if o.estimator == 0 else None)
+    lat = res.values(measured.name)
+    cost = res.values(counted.name)
+    failed = res.failures(measured.name) | res.failures(counted.name)
+    if failed:
+        first = next(iter(failed.items()))
+        raise RuntimeError(f"{len(failed)} cells could not be measured, e.g. {first[0]}: {first[1]}")
+    ids = [space.identity(c) for c in cells]
+    latency = np.array([lat[i]["value"] for i in ids])
+    macs = np.array([cost[i]["macs"] for i in ids], dtype=np.float64)
+    params = np.array([cost[i]["params"] for i in ids], dtype=np.float64)
+    proto = dict(measured.machine)
     result = DemoResult(
         out_dir=out,
         runtime=runtime,
         cells=len(cells),
-        newly_measured=newly,
+        newly_measured=len(newly),
         protocol=proto,
         median_latency_ms=float(np.median(latency)),
         spearman_macs=spearman(macs, latency),

@@ -1,11 +1,15 @@
 """The ``devicefit`` command: one sub-command per job, thin over the Python API.
 
-Each job's commands live in their own module here and register themselves on :data:`app`.
+Each job's commands live in their own module here and register themselves on :data:`app`. Those
+modules import typer and light devicefit modules only at the top: torch, scipy and pandas are imported
+inside the commands that need them, so ``devicefit --help`` and ``devicefit space nb201`` start at once.
 """
 
 from __future__ import annotations
 
 import typer
+
+from .common import OneLineErrorsGroup
 
 app = typer.Typer(
     name="devicefit",
@@ -13,6 +17,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    cls=OneLineErrorsGroup,
 )
 
 # Importing registers the commands (order = order in --help).

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import typer
 from rich.console import Console
@@ -21,10 +22,10 @@ def _mega(x: float) -> str:
 def demo(
     out: Path = typer.Option(Path("demo-output"), "--out", help="Output folder (results store, summary, plot)."),
     data_dir_path: Path | None = DataDirOption,
-    sample: int = typer.Option(100, "--sample", help="Number of NB201 cells to measure (unique, connected)."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the cell sample."),
-    runtime: str = typer.Option("onnxruntime", "--runtime", help="torch or onnxruntime."),
-    repeats: int = typer.Option(50, "--repeats", help="Timed runs per cell."),
+    sample: int = typer.Option(100, "--sample", min=3, help="Number of NB201 cells to measure (unique, connected)."),
+    seed: int = typer.Option(0, "--seed", min=0, help="Seed of the cell sample."),
+    runtime: Literal["onnxruntime", "torch"] = typer.Option("onnxruntime", "--runtime", help="Inference runtime."),
+    repeats: int = typer.Option(50, "--repeats", min=1, help="Timed runs per cell."),
     as_json: bool = JsonOption,
 ) -> None:
     """Measure NB201 cells on this machine; rank them by MACs and other devices; accuracy-latency Pareto front."""

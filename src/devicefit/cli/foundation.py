@@ -1,61 +1,32 @@
-"""Foundation CLI commands: ``info``, ``measure``, ``devices`` and ``demo``."""
+"""Foundation CLI commands: ``info``, ``measure`` and ``devices``.
+
+Top-level imports are typer and light devicefit modules only; torch (counting, building, measuring) and
+rich are imported inside the commands.
+"""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
-from ..data import NB201Table, data_dir, load_device_tables, load_nb201_table
-from ..data.datadir import DataFileError
-from ..errors import InputError
-from ..spaces import NB201Cell, build_nb201
+from ..data import data_dir
 from . import app
 from .common import DataDirOption, JsonOption, clean_errors, print_json
 
+if TYPE_CHECKING:
+    from rich.table import Table
+
 NB201_INPUT_SHAPE = (3, 32, 32)
-_INDEX_PREFIX = "nb201:"
+#: The runtimes of :func:`devicefit.hardware.measure_latency` (a test keeps the two lists equal).
+Runtime = Literal["torch", "onnxruntime"]
+ArchArgument = typer.Argument(..., help="NB201 arch string, or nb201:INDEX (official index, 0..15624; needs the data).")
 
 
-def resolve_arch(
-    text: str, data_dir_path: str | os.PathLike[str] | None = None, *, table: NB201Table | None = None
-) -> tuple[NB201Cell, int | None]:
-    """An NB201 cell from an arch string or ``nb201:INDEX`` (official index, looked up in the NB201 table).
+def _console() -> Any:
+    from rich.console import Console
 
-    Returns the cell and its official index (``None`` for an arch string when no data directory is set).
-    ``table``, when the caller has already loaded it, is used instead of reading the table again.
-    """
-    text = text.strip()
-    if text.lower().startswith(_INDEX_PREFIX):
-        raw = text[len(_INDEX_PREFIX) :]
-        try:
-            index = int(raw)
-        except ValueError:
-            raise InputError(
-                f"architecture {text!r}: expected nb201:INDEX with an integer INDEX, got {raw!r}"
-            ) from None
-        table = table or load_nb201_table(data_dir=data_dir_path)
-        return table.cell_at(index), index
-    cell = NB201Cell.from_str(text)
-    if table is None:
-        root = data_dir(data_dir_path, required=False)
-        if root is None:
-            return cell, None
-        try:
-            table = load_nb201_table(data_dir=root)
-        except DataFileError:
-            return cell, None
-    try:
-        return cell, table.index_of(cell)
-    except KeyError:
-        return cell, None
-
-
-def _console() -> Console:
     return Console(highlight=False)
 
 
@@ -70,24 +41,27 @@ def _kib(x: float) -> str:
 @app.command()
 @clean_errors
 def info(
-    arch: str = typer.Argument(..., help="NB201 arch string, or nb201:INDEX (official index)."),
+    arch: str = ArchArgument,
     data_dir_path: Path | None = DataDirOption,
     as_json: bool = JsonOption,
 ) -> None:
     """Cost (params, MACs, memory), benchmark accuracies and all known device latencies of one NB201 cell."""
+    from ..data import device_values, load_nb201_table, resolve_arch
+    from ..data.nb201_table import RELATIVE_PATH
     from ..hardware.counting import count_model
+    from ..spaces.nb201_model import build_nb201
 
-    root = data_dir(data_dir_path, required=data_dir_path is not None)
-    table = None if root is None else load_nb201_table(data_dir=root)
+    root = data_dir(data_dir_path, required=False)
+    table = None
+    if root is not None and (root / RELATIVE_PATH).is_file():
+        table = load_nb201_table(root / RELATIVE_PATH)
     cell, index = resolve_arch(arch, root, table=table)
-    cost = count_model(build_nb201(cell), NB201_INPUT_SHAPE)
+    latencies_ms: dict[str, float | None] = {} if root is None else device_values(cell, root)
     accuracies: dict[str, Any] = {}
-    latencies_ms: dict[str, float | None] = {}
-    if root is not None and table is not None:
+    if table is not None:
         record = table.record(cell)
         accuracies = {k: v for k, v in record.items() if k in table.accuracy_columns}
-        for name, lat in sorted(load_device_tables(root).items()):
-            latencies_ms[name] = lat.get(cell)
+    cost = count_model(build_nb201(cell), NB201_INPUT_SHAPE)
     out = {
         "arch_str": cell.to_str(),
         "nb201_index": index,
@@ -116,14 +90,19 @@ def info(
     if root is None:
         con.print("No data directory (pass --data-dir or set DEVICEFIT_DATA): accuracies and device latencies omitted.")
         return
-    con.print(_two_columns("NB201 accuracies, %", ("column", "value"),
-                           [(k, "—" if v is None else f"{v:.2f}") for k, v in accuracies.items()]))
+    if table is None:
+        con.print(f"No NB201 table ({RELATIVE_PATH}) in {root}: accuracies omitted.")
+    else:
+        con.print(_two_columns("NB201 accuracies, %", ("column", "value"),
+                               [(k, "—" if v is None else f"{v:.2f}") for k, v in accuracies.items()]))
     con.print(_two_columns("device latencies, ms", ("device", "latency ms"),
                            [(k, "— (not in table)" if v is None else f"{v:.4g}") for k, v in latencies_ms.items()]))
 
 
 def _two_columns(title: str, headers: tuple[str, str], rows: list[tuple[str, str]]) -> Table:
     """A name / right-aligned value table."""
+    from rich.table import Table
+
     t = Table(title=title)
     t.add_column(headers[0])
     t.add_column(headers[1], justify="right")
@@ -135,26 +114,28 @@ def _two_columns(title: str, headers: tuple[str, str], rows: list[tuple[str, str
 @app.command()
 @clean_errors
 def measure(
-    arch: str = typer.Argument(..., help="NB201 arch string, or nb201:INDEX (official index; needs the data)."),
-    runtime: str = typer.Option("onnxruntime", "--runtime", help="torch or onnxruntime."),
-    repeats: int = typer.Option(50, "--repeats", help="Timed runs."),
-    warmup: int = typer.Option(10, "--warmup", help="Untimed runs first."),
-    threads: int = typer.Option(1, "--threads", help="CPU threads of the runtime."),
-    batch_size: int = typer.Option(1, "--batch-size", help="Batch size."),
+    arch: str = ArchArgument,
+    runtime: Runtime = typer.Option("onnxruntime", "--runtime", help="Inference runtime."),
+    repeats: int = typer.Option(50, "--repeats", min=1, help="Timed runs."),
+    warmup: int = typer.Option(10, "--warmup", min=0, help="Untimed runs first."),
+    threads: int = typer.Option(1, "--threads", min=1, help="CPU threads of the runtime."),
+    batch_size: int = typer.Option(1, "--batch-size", min=1, help="Batch size."),
     data_dir_path: Path | None = DataDirOption,
     as_json: bool = JsonOption,
 ) -> None:
     """Measure the latency of one NB201 cell on this machine's CPU (median and inter-quartile range)."""
+    from ..data import resolve_arch
     from ..hardware.counting import count_model
     from ..hardware.measure import measure_latency
+    from ..spaces.nb201_model import build_nb201
 
     cell, index = resolve_arch(arch, data_dir_path)
     model = build_nb201(cell)
     cost = count_model(model, NB201_INPUT_SHAPE, batch_size=batch_size)
     m = measure_latency(
-        model, NB201_INPUT_SHAPE, runtime, warmup=warmup, repeats=repeats, threads=threads,  # type: ignore[arg-type]
-        batch_size=batch_size,
+        model, NB201_INPUT_SHAPE, runtime, warmup=warmup, repeats=repeats, threads=threads, batch_size=batch_size
     )
+    p = m.protocol
     out = {
         "arch_str": cell.to_str(),
         "nb201_index": index,
@@ -163,7 +144,7 @@ def measure(
         "samples": m.samples,
         "macs": cost.macs,
         "params": cost.params,
-        "protocol": m.protocol,
+        "protocol": p.to_dict(),
     }
     if as_json:
         print_json(out)
@@ -175,10 +156,9 @@ def measure(
         f"MACs {_mega(cost.macs)}  params {cost.params:,}"
     )
     con.print(f"thread CPU time {m.cpu_median_ms:.4f} ms (median; differs from latency when other processes compete)")
-    p = m.protocol
     con.print(
-        f"[dim]{p['runtime']} on {p['cpu']}, {p['threads']} thread(s), batch {p['batch_size']}, "
-        f"{p['warmup']} warm-up + {p['repeats']} timed runs, {p['date_utc']}[/dim]"
+        f"[dim]{p.runtime} on {p.cpu}, {p.threads} thread(s), batch {p.batch_size}, "
+        f"{p.warmup} warm-up + {p.repeats} timed runs, {p.date_utc}[/dim]"
     )
 
 
@@ -186,6 +166,8 @@ def measure(
 @clean_errors
 def devices(data_dir_path: Path | None = DataDirOption, as_json: bool = JsonOption) -> None:
     """List devices: this machine and every latency table in the data directory, with source and cell count."""
+    from rich.table import Table
+
     from ..hardware.devices import list_devices
 
     found = list_devices(data_dir_path)

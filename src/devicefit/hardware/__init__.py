@@ -1,22 +1,98 @@
-"""Hardware cost: static counts (params, MACs, memory), local latency measurement, the device registry."""
+"""Hardware cost: static counts (params, MACs, memory), local latency measurement, the device registry.
 
-from .counting import ModelCost, count_macs, count_model, count_params, peak_activation_bytes
-from .devices import LOCAL_DEVICE, Device, list_devices, local_device
-from .measure import RUNTIMES, LatencyMeasurement, cpu_model, export_onnx, measure_latency
+The names below are imported on first use (module ``__getattr__``), so ``import devicefit.hardware.machine``
+or ``.devices`` does not pull in torch; ``from devicefit.hardware import measure_latency`` imports
+:mod:`.measure` (and torch) at that moment.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .counting import (
+        ModelCost,
+        count_macs,
+        count_model,
+        count_nonzero_params,
+        count_params,
+        eval_mode,
+        peak_activation_bytes,
+        weight_bytes,
+    )
+    from .devices import LOCAL_DEVICE, Device, list_devices, local_device
+    from .machine import cpu_model
+    from .measure import (
+        PRECISIONS,
+        RUNTIMES,
+        LatencyMeasurement,
+        MeasurementProtocol,
+        detect_module_precision,
+        detect_onnx_precision,
+        export_onnx,
+        measure_latency,
+    )
+
+#: Public name -> submodule that defines it.
+_EXPORTS: dict[str, str] = {
+    "ModelCost": "counting",
+    "count_macs": "counting",
+    "count_model": "counting",
+    "count_nonzero_params": "counting",
+    "count_params": "counting",
+    "eval_mode": "counting",
+    "peak_activation_bytes": "counting",
+    "weight_bytes": "counting",
+    "LOCAL_DEVICE": "devices",
+    "Device": "devices",
+    "list_devices": "devices",
+    "local_device": "devices",
+    "cpu_model": "machine",
+    "PRECISIONS": "measure",
+    "RUNTIMES": "measure",
+    "LatencyMeasurement": "measure",
+    "MeasurementProtocol": "measure",
+    "detect_module_precision": "measure",
+    "detect_onnx_precision": "measure",
+    "export_onnx": "measure",
+    "measure_latency": "measure",
+}
 
 __all__ = [
     "LOCAL_DEVICE",
+    "PRECISIONS",
     "RUNTIMES",
     "Device",
     "LatencyMeasurement",
+    "MeasurementProtocol",
     "ModelCost",
     "count_macs",
     "count_model",
+    "count_nonzero_params",
     "count_params",
     "cpu_model",
+    "detect_module_precision",
+    "detect_onnx_precision",
+    "eval_mode",
     "export_onnx",
     "list_devices",
     "local_device",
     "measure_latency",
     "peak_activation_bytes",
+    "weight_bytes",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """Import the submodule that defines ``name`` on first access (keeps ``import devicefit.hardware`` light)."""
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

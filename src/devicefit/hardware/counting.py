@@ -18,23 +18,38 @@ Definitions (units are in the field names):
   each storage counted once, freed when the last tensor using it is released; parameters and buffers
   excluded. It is what the eager allocator must hold at its peak, without any memory planning.
 - ``model_bytes_fp32`` / ``_fp16`` / ``_int8``: ``params`` times 4, 2 or 1 bytes (weights only; BN is
-  assumed folded into the convolutions at deployment, as ONNX Runtime does).
+  assumed folded into the convolutions at deployment, as ONNX Runtime does); :func:`weight_bytes` gives
+  the same for any precision of :data:`BYTES_PER_PARAM`.
+- ``nonzero_params``: parameter elements that are not exactly zero, as the forward sees them
+  (:func:`count_nonzero_params`): for a layer pruned with ``torch.nn.utils.prune`` the masked weight
+  ``weight_orig * weight_mask``, for a ``torch.nn.utils.parametrize``-d layer the parametrized weight,
+  not the stored original. ``params`` counts stored elements and does not change with masks.
+
+Any ``nn.Module`` can be counted, including TorchScript modules and ``torch.export`` programs'
+``.module()`` (whose train/eval mode is fixed at export; see :func:`eval_mode`). A forward that fails on the
+given shape, whatever the exception, becomes an :class:`~devicefit.errors.InputError` naming the shape.
 """
 
 from __future__ import annotations
 
+import math
 import weakref
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 from torch.utils.flop_counter import FlopCounterMode
 
 from ..errors import InputError
+
+#: Bytes per stored parameter element at each precision (int4: two elements per byte).
+BYTES_PER_PARAM: dict[str, float] = {"fp32": 4.0, "fp16": 2.0, "bf16": 2.0, "int8": 1.0, "int4": 0.5}
 
 
 @dataclass(frozen=True)
@@ -49,13 +64,100 @@ class ModelCost:
     model_bytes_fp16: int
     model_bytes_int8: int
     input_shape: tuple[int, ...]
+    nonzero_params: int
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The fields as a JSON-able dict (``input_shape`` as a list)."""
+        d = asdict(self)
+        d["input_shape"] = list(self.input_shape)
+        return d
 
 
 def count_params(model: nn.Module) -> int:
+    """Number of stored parameter elements of ``model`` (buffers excluded)."""
     return sum(p.numel() for p in model.parameters())
+
+
+def _effective_parameters(model: nn.Module) -> Iterator[torch.Tensor]:
+    """Every parameter as the forward uses it: pruning masks and parametrizations applied."""
+    for module in model.modules():
+        if isinstance(module, parametrize.ParametrizationList):
+            continue  # its ``original`` tensors are counted through their owner's parametrized attribute
+        if parametrize.is_parametrized(module):
+            for name in module.parametrizations:  # type: ignore[union-attr]
+                yield getattr(module, name)
+        for name, p in module.named_parameters(recurse=False):
+            masked = name.endswith("_orig") and hasattr(module, name[: -len("_orig")] + "_mask")
+            yield getattr(module, name[: -len("_orig")]) if masked else p
+
+
+def count_nonzero_params(model: nn.Module) -> int:
+    """Parameter elements that are not exactly zero, with pruning masks and parametrizations applied
+    (see the module docstring): what a sparse format would store."""
+    with torch.no_grad():
+        return sum(int(torch.count_nonzero(t)) for t in _effective_parameters(model))
+
+
+def weight_bytes(params: int, precision: str) -> int:
+    """Bytes of ``params`` stored weights at ``precision`` (a key of :data:`BYTES_PER_PARAM`), rounded up."""
+    if precision not in BYTES_PER_PARAM:
+        raise InputError(f"precision {precision!r} is not known; expected one of {', '.join(BYTES_PER_PARAM)}")
+    if params < 0:
+        raise InputError(f"params must be >= 0, got {params}")
+    return math.ceil(params * BYTES_PER_PARAM[precision])
+
+
+def float_dtype(model: nn.Module) -> torch.dtype:
+    """The dtype inputs to ``model`` should have: that of its first floating parameter (else buffer), else fp32."""
+    for t in (*model.parameters(), *model.buffers()):
+        if t.is_floating_point():
+            return t.dtype
+    return torch.float32
+
+
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Run ``model`` in eval mode, then restore every submodule's ``training`` flag as it was.
+
+    The module returned by ``torch.export``'s ``ExportedProgram.module()`` has its mode fixed in its graph
+    at export time, and its ``train()``/``eval()`` raise ``NotImplementedError``: such a module runs as it
+    was exported, and inside this block its ``train()``/``eval()`` are no-ops returning the module, so that
+    tools which switch modes (the TorchScript ONNX exporter) can run it.
+    """
+    flags = [(m, m.training) for m in model.modules()]
+    patched: list[tuple[nn.Module, Any, Any]] = []
+    try:
+        try:
+            model.eval()
+        except NotImplementedError:
+            for m in model.modules():
+                if "train" in vars(m) or "eval" in vars(m):
+                    patched.append((m, vars(m).get("train"), vars(m).get("eval")))
+                    vars(m)["train"] = vars(m)["eval"] = _no_mode_switch(m)
+            model.eval()
+        yield model
+    finally:
+        for m, train, eval_ in patched:
+            for name, method in (("train", train), ("eval", eval_)):
+                if method is None:
+                    vars(m).pop(name, None)
+                else:
+                    vars(m)[name] = method
+        for m, flag in flags:
+            m.training = flag
+
+
+def _no_mode_switch(module: nn.Module) -> Any:
+    def keep(mode: bool = True) -> nn.Module:
+        return module
+
+    return keep
+
+
+def _forward_failed(exc: BaseException, shape: Sequence[int]) -> InputError:
+    return InputError(
+        f"the model's forward failed on an input of shape {tuple(int(s) for s in shape)}: {type(exc).__name__}: {exc}"
+    )
 
 
 class _LiveActivationTracker(TorchDispatchMode):
@@ -99,46 +201,66 @@ class _LiveActivationTracker(TorchDispatchMode):
 
 
 def peak_activation_bytes(model: nn.Module, example: torch.Tensor) -> int:
-    """Peak bytes of simultaneously live activations in one forward of ``example`` (see module docstring)."""
+    """Peak bytes of simultaneously live activations in one forward of ``example`` (see module docstring).
+
+    A forward that fails on ``example`` raises :class:`~devicefit.errors.InputError` naming its shape.
+    """
     exclude = {t.untyped_storage().data_ptr() for t in [*model.parameters(), *model.buffers()]}
     tracker = _LiveActivationTracker(exclude)
-    with torch.no_grad(), tracker:
-        tracker.track(example)
-        out = model(example)
-        del out
+    try:
+        with torch.no_grad(), tracker:
+            tracker.track(example)
+            out = model(example)
+            del out
+    except Exception as exc:
+        raise _forward_failed(exc, example.shape) from exc
     return tracker.peak
 
 
 def count_macs(model: nn.Module, example: torch.Tensor) -> int:
-    """MACs of one forward of ``example``: FlopCounterMode's FLOPs / 2 (convolutions and matmuls only)."""
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        model(example)
+    """MACs of one forward of ``example``: FlopCounterMode's FLOPs / 2 (convolutions and matmuls only).
+
+    A forward that fails on ``example`` raises :class:`~devicefit.errors.InputError` naming its shape.
+    """
+    try:
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            model(example)
+    except Exception as exc:
+        raise _forward_failed(exc, example.shape) from exc
     return int(counter.get_total_flops()) // 2
 
 
 def count_model(model: nn.Module, input_shape: Sequence[int] = (3, 32, 32), *, batch_size: int = 1) -> ModelCost:
-    """Parameters, MACs, FLOPs, peak activation memory and weight bytes of ``model``.
+    """Parameters, MACs, FLOPs, peak activation memory, weight bytes and non-zero parameters of ``model``.
 
     ``input_shape`` is the shape of one sample without the batch dimension (``(3, 32, 32)`` for NB201,
-    ``(features,)`` for an MLP); the counted forward uses a batch of ``batch_size``. The model is put
-    in eval mode.
+    ``(features,)`` for an MLP); the counted forward uses a batch of ``batch_size`` zeros of the model's
+    floating dtype. It runs in eval mode (:func:`eval_mode`); the model's modes are restored afterwards.
+    A forward that fails on the shape raises :class:`~devicefit.errors.InputError`.
     """
+    if not isinstance(model, nn.Module):
+        raise InputError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if batch_size < 1:
         raise InputError(f"batch_size must be >= 1, got {batch_size}")
-    shape = (batch_size, *(int(s) for s in input_shape))
+    try:
+        shape = (batch_size, *(int(s) for s in input_shape))
+    except (TypeError, ValueError):
+        raise InputError(f"input shape must be a sequence of positive integers, got {input_shape!r}") from None
     if any(s < 1 for s in shape):
         raise InputError(f"input shape must have positive sizes, got {tuple(input_shape)}")
-    model.eval()
-    example = torch.zeros(shape)
+    example = torch.zeros(shape, dtype=float_dtype(model))
     params = count_params(model)
-    macs = count_macs(model, example)
+    with eval_mode(model):
+        macs = count_macs(model, example)
+        peak = peak_activation_bytes(model, example)
     return ModelCost(
         params=params,
         macs=macs,
         flops=2 * macs,
-        peak_activation_bytes=peak_activation_bytes(model, example),
-        model_bytes_fp32=4 * params,
-        model_bytes_fp16=2 * params,
-        model_bytes_int8=params,
+        peak_activation_bytes=peak,
+        model_bytes_fp32=weight_bytes(params, "fp32"),
+        model_bytes_fp16=weight_bytes(params, "fp16"),
+        model_bytes_int8=weight_bytes(params, "int8"),
         input_shape=shape,
+        nonzero_params=count_nonzero_params(model),
     )

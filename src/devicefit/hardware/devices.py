@@ -1,4 +1,8 @@
-"""The device registry: this machine plus every device latency table of the data directory."""
+"""The device registry: this machine plus every device table of the data directory.
+
+torch-free (``devicefit devices`` starts at once): the tables are listed with
+:func:`devicefit.data.device_catalog`, which reads and checks each file but builds no table.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +10,8 @@ import os
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from ..data import data_dir, load_device_tables
-from .measure import cpu_model
+from ..data import data_dir
+from .machine import cpu_model
 
 LOCAL_DEVICE = "local-cpu"
 
@@ -17,7 +21,7 @@ class Device:
     """One device: its name, where its numbers come from, and how many NB201 cells it has a value for.
 
     ``cells`` is 0 for the local machine (it is measured on demand, not looked up); ``unit`` is the
-    unit of its table values ("ms" for latency).
+    unit of its table values ("ms" for latency); ``description`` is the table's file for a table.
     """
 
     name: str
@@ -41,23 +45,17 @@ def local_device() -> Device:
 
 
 def list_devices(data_dir_path: str | os.PathLike[str] | None = None) -> list[Device]:
-    """The local machine first, then every table of the data directory (none when no data dir is set).
+    """The local machine first, then every table of the data directory (by name).
 
-    An explicit ``data_dir_path`` that does not exist raises :class:`~devicefit.data.DataFileError`;
-    with no path and no ``$DEVICEFIT_DATA`` only the local machine is listed.
+    With no ``data_dir_path`` and no ``$DEVICEFIT_DATA`` only the local machine is listed; a setting
+    that names no existing directory, or a corrupt table, raises :class:`~devicefit.data.DataFileError`.
     """
+    from ..data.catalog import device_catalog
+
     devices = [local_device()]
-    root = data_dir(data_dir_path, required=data_dir_path is not None)
+    root = data_dir(data_dir_path, required=False)
     if root is None:
         return devices
-    for name, table in sorted(load_device_tables(root).items()):
-        devices.append(
-            Device(
-                name=name,
-                source=table.source,
-                cells=len(table),
-                unit=table.unit,
-                description=str(table.meta.get("path", "")),
-            )
-        )
+    for t in device_catalog(root):
+        devices.append(Device(name=t.name, source=t.source, cells=t.cells, unit=t.unit, description=str(t.path)))
     return devices

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from ..errors import InputError
+from .config import TrainConfig
 
 
 @dataclass(frozen=True)
@@ -44,23 +45,6 @@ class LogStandardizer:
         if d.get("kind") != "log-standardize":
             raise InputError(f"unknown target normalisation {d.get('kind')!r}")
         return cls(np.asarray(d["mean"], dtype=np.float64), np.asarray(d["std"], dtype=np.float64))
-
-
-@dataclass
-class TrainConfig:
-    """Optimisation settings (BRP-NAS: AdamW, L1 loss, plateau LR schedule, early stopping on validation)."""
-
-    max_epochs: int = 200
-    batch_size: int = 32
-    lr: float = 1e-3
-    weight_decay: float = 5e-4
-    lr_patience: int = 10
-    es_patience: int = 25
-    val_fraction: float = 0.1
-    min_cells_for_val: int = 50
-
-    def to_json(self) -> dict[str, Any]:
-        return dict(self.__dict__)
 
 
 def train_network(

@@ -4,11 +4,12 @@ The BRP-NAS paper (arXiv 2007.08668) and HELP (arXiv 2106.08630) compare learned
 with FLOPs as a proxy; here the proxy is turned into a predictor in ms by least squares
 ``cost ~ a + b * MACs + c * params`` on the training cells.
 
-MACs and parameters of the NB201 CIFAR network (:func:`devicefit.spaces.build_nb201`, C=16, N=5,
-10 classes, 32x32 input) are computed in closed form: a fixed part (stem, two residual reduction
-blocks, last BN, classifier) plus, for every cell of every stage, each convolution edge. Pooling,
-skip and BatchNorm do no multiply-accumulates (as counted by ``torch.utils.flop_counter``, which the
-tests check this against). Dangling edges are counted: the built network computes them.
+NB201 only: MACs and parameters of the NB201 CIFAR network (:func:`devicefit.spaces.build_nb201`, C=16,
+N=5, 10 classes, 32x32 input) are computed in closed form, so that the whole space costs nothing to
+count: a fixed part (stem, two residual reduction blocks, last BN, classifier) plus, for every cell of
+every stage, each convolution edge. Pooling, skip and BatchNorm do no multiply-accumulates (as counted by
+``torch.utils.flop_counter``, which the tests check this against). Dangling edges are counted: the built
+network computes them.
 """
 
 from __future__ import annotations
@@ -18,8 +19,10 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import InputError
+from ..spaces import EncodableSpace, NB201Space
 from ..spaces.nb201 import CONV1, CONV3, NB201Cell
-from .base import Predictor
+from .base import Predictor, describe
 
 #: (channels, height = width) of the three stages of the NB201 CIFAR network.
 STAGES = ((16, 32), (32, 16), (64, 8))
@@ -62,25 +65,45 @@ def macs_params(cells: list[NB201Cell]) -> np.ndarray:
     return np.array([cell_macs_params(c) for c in cells], dtype=np.float64) / 1e6
 
 
+def require_nb201(space: EncodableSpace[Any], kind: str, why: str) -> NB201Space:
+    """``space`` when it is NB201, else an :class:`InputError` saying why ``kind`` needs NB201."""
+    if not isinstance(space, NB201Space):
+        raise InputError(f"the {kind} predictor works on the nb201 space only ({why}); got space {space.name!r}")
+    return space
+
+
+def nb201_cells(space: EncodableSpace[Any], candidates: list[Any]) -> list[NB201Cell]:
+    """The candidates, checked to be NB201 cells."""
+    for c in candidates:
+        if not isinstance(c, NB201Cell):
+            raise InputError(f"nb201 candidate must be an NB201Cell or an arch string, got {describe(space, c)}")
+    return candidates
+
+
 class FlopsPredictor(Predictor):
     """``cost = a + b * MMACs + c * Mparams``, least squares (minimum-norm when the two are collinear)."""
 
     name = "flops"
     min_train = 3
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, *, space: EncodableSpace[Any] | None = None) -> None:
+        super().__init__(space=space)
+        require_nb201(self.space, self.name, "MACs and parameters in closed form")
         self.coef = np.zeros(3)
 
-    def _fit(self, cells: list[NB201Cell], y: np.ndarray, seed: int) -> None:
-        x = np.hstack([np.ones((len(cells), 1)), macs_params(cells)])
-        self.coef = np.linalg.lstsq(x, y, rcond=None)[0]
+    def _features(self, candidates: list[Any]) -> np.ndarray:
+        cells = nb201_cells(self.space, candidates)
+        return np.hstack([np.ones((len(cells), 1)), macs_params(cells)])
 
-    def _predict(self, cells: list[NB201Cell]) -> np.ndarray:
-        return np.hstack([np.ones((len(cells), 1)), macs_params(cells)]) @ self.coef
+    def _fit(self, candidates: list[Any], y: np.ndarray, seed: int) -> None:
+        self.coef = np.linalg.lstsq(self._features(candidates), y, rcond=None)[0]
+
+    def _predict(self, candidates: list[Any]) -> np.ndarray:
+        return self._features(candidates) @ self.coef
 
     def _state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         return {"features": ["1", "MMACs", "Mparams"]}, {"coef": self.coef}
 
     def _restore(self, params: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+        require_nb201(self.space, self.name, "MACs and parameters in closed form")
         self.coef = np.asarray(arrays["coef"], dtype=np.float64).reshape(3)

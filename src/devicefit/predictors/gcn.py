@@ -6,12 +6,15 @@ Model, as in eagle's ``predictors/gcn/gcn.py`` and ``configs/predictors/lat_gcn_
 features of a *global node* (node 0) that is connected to every node of the cell; L1 loss; AdamW
 (weight decay 5e-4), LR halved on a validation plateau, early stopping on the validation loss.
 
-Graph encoding: the operations-on-nodes DAG of :meth:`NB201Cell.to_graph` (``none`` removed; dangling
-ops kept by default, since the network still computes them, ``prune=True`` for eagle's pruned graph)
-plus the global node, padded to 9 nodes. As in eagle, the adjacency is *not* normalised,
-``A[i, j] = 1`` for an edge i -> j plus self-loops, and the global node's row is all ones, so
-``A @ X`` gathers each node's successors (and the global node gathers every node). Node features are
-one-hot labels over (global, input, output, skip_connect, nor_conv_1x1, nor_conv_3x3, avg_pool_3x3).
+Graph encoding (:mod:`.encoding`): the space's :meth:`~devicefit.spaces.EncodableSpace.encode_graph` plus
+the global node, padded to ``max_nodes + 1`` nodes. For NB201 that is the operations-on-nodes DAG of
+:func:`devicefit.spaces.cell_graph` (``none`` removed; dangling ops kept by default,
+``NB201Space(prune_graph=False)``, since the network still computes them; ``prune_graph=True`` for
+eagle's pruned graph), 9 nodes. As in eagle, the adjacency is *not* normalised, ``A[i, j] = 1`` for an
+edge i -> j plus self-loops, and the global node's row is all ones, so ``A @ X`` gathers each node's
+successors (and the global node gathers every node). Node features are one-hot labels over
+``("global", *space.node_labels)``; for NB201 (global, input, output, skip_connect, nor_conv_1x1,
+nor_conv_3x3, avg_pool_3x3).
 
 Deviations, chosen for a 2-core CPU and for the within-+-10 % metric, all recorded with the weights:
 eagle folds ``skip_connect`` edges into direct edges; here a skip is a node of its own (the graph is the
@@ -24,60 +27,40 @@ so "900 training cells" means 900 measured cells in total (eagle used 900 + 100)
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
-from functools import lru_cache
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
 from ..errors import InputError
-from ..spaces.nb201 import NUM_CELLS, NB201Cell, all_cells
-from ._nn import TrainConfig
+from ..spaces import EncodableSpace
+from .config import TrainConfig
+from .encoding import graph_encoder
 from .neural import NeuralPredictor
 
-NODE_LABELS: tuple[str, ...] = (
-    "global", "input", "output", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3",
-)
-MAX_NODES = 9  # global + input + 6 ops + output
 
-
-def encode_graph(cell: NB201Cell, prune: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """``(adjacency (9, 9), features (9, 7))`` of one cell, node 0 the global node, zero-padded.
-
-    ``prune=True`` uses :meth:`NB201Cell.to_graph` (dangling ops removed, as eagle does);
-    the default keeps them (``to_graph(prune=False)``), see the module docstring.
-    """
-    g = cell.to_graph(prune=prune)
-    n = len(g.labels)
-    adj = np.zeros((MAX_NODES, MAX_NODES), dtype=np.float32)
-    feat = np.zeros((MAX_NODES, len(NODE_LABELS)), dtype=np.float32)
-    adj[1 : n + 1, 1 : n + 1] = g.adjacency
-    adj[0, : n + 1] = 1.0  # global node gathers every node (and itself)
-    idx = np.arange(1, n + 1)
-    adj[idx, idx] = 1.0
-    feat[0, 0] = 1.0
-    for i, label in enumerate(g.labels, start=1):
-        feat[i, NODE_LABELS.index(label)] = 1.0
-    return adj, feat
-
-
-@lru_cache(maxsize=2)
-def _all_graphs(prune: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """Encodings of all 15,625 cells, indexed by :attr:`NB201Cell.ops_index` (built once, ~10 MB)."""
-    adj = np.zeros((NUM_CELLS, MAX_NODES, MAX_NODES), dtype=np.float32)
-    feat = np.zeros((NUM_CELLS, MAX_NODES, len(NODE_LABELS)), dtype=np.float32)
-    for c in all_cells():
-        adj[c.ops_index], feat[c.ops_index] = encode_graph(c, prune)
+def graph_tensors(space: EncodableSpace[Any], candidates: list[Any]) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(adjacency (n, N, N), features (n, N, L))`` of the candidates for the GCN, see :mod:`.encoding`."""
+    adj, feat = graph_encoder(space).encode(candidates)
     return torch.from_numpy(adj), torch.from_numpy(feat)
 
 
-def graph_tensors(cells: list[NB201Cell], prune: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    adj, feat = _all_graphs(prune)
-    idx = torch.tensor([c.ops_index for c in cells], dtype=torch.long)
-    return adj[idx], feat[idx]
+def graph_params(space: EncodableSpace[Any]) -> dict[str, Any]:
+    """What a saved GCN's input layer depends on: the node labels (one-hot order) and the padded size."""
+    encoder = graph_encoder(space)
+    return {"node_labels": list(encoder.labels), "max_nodes": encoder.max_nodes}
+
+
+def check_graph_params(space: EncodableSpace[Any], params: dict[str, Any], what: str) -> None:
+    expected = graph_params(space)
+    if list(params["node_labels"]) != expected["node_labels"] or params["max_nodes"] != expected["max_nodes"]:
+        raise InputError(
+            f"graph encoding of the saved {what} (labels {params['node_labels']}, {params['max_nodes']} nodes) "
+            f"differs from space {space.name!r}'s ({expected['node_labels']}, {expected['max_nodes']} nodes)"
+        )
 
 
 class GraphConvolution(nn.Module):
@@ -94,9 +77,11 @@ class GraphConvolution(nn.Module):
 class GCN(nn.Module):
     """Graph-conv trunk + linear head on the global node (``outputs`` > 1 for multi-device pre-training)."""
 
-    def __init__(self, hidden: int = 600, layers: int = 4, dropout: float = 0.002, outputs: int = 1) -> None:
+    def __init__(
+        self, features: int, hidden: int = 600, layers: int = 4, dropout: float = 0.002, outputs: int = 1
+    ) -> None:
         super().__init__()
-        dims = [len(NODE_LABELS)] + [hidden] * layers
+        dims = [features] + [hidden] * layers
         self.gc = nn.ModuleList(GraphConvolution(a, b) for a, b in itertools.pairwise(dims))
         self.norm = nn.ModuleList(nn.LayerNorm(hidden) for _ in range(layers))
         self.dropout = nn.Dropout(dropout)
@@ -124,38 +109,43 @@ SMALL_SET_EPOCHS = 150
 
 
 class GCNPredictor(NeuralPredictor):
-    """BRP-NAS GCN on one device: ``fit`` on cells and latencies (ms) or energies (mJ)."""
+    """BRP-NAS GCN on one device: ``fit`` on candidates and latencies (ms) or energies (mJ)."""
 
     name = "gcn"
     min_train = 2
     default_train = GCN_TRAIN
 
     def __init__(
-        self, hidden: int = 600, layers: int = 4, dropout: float = 0.002, train: TrainConfig | None = None
+        self,
+        *,
+        space: EncodableSpace[Any] | None = None,
+        hidden: int = 600,
+        layers: int = 4,
+        dropout: float = 0.002,
+        train: TrainConfig | None = None,
     ) -> None:
-        super().__init__(hidden, layers, dropout, train)
+        super().__init__(hidden, layers, dropout, train, space=space)
 
     def build(self) -> nn.Module:
-        return GCN(self.hidden, self.layers, self.dropout)
+        return GCN(len(graph_encoder(self.space).labels), self.hidden, self.layers, self.dropout)
 
-    def encode(self, cells: list[NB201Cell]) -> tuple[torch.Tensor, ...]:
-        return graph_tensors(cells)
+    def encode(self, candidates: list[Any]) -> tuple[torch.Tensor, ...]:
+        return graph_tensors(self.space, candidates)
 
     def forward(self, encoding: tuple[torch.Tensor, ...], index: torch.Tensor) -> torch.Tensor:
         adj, feat = encoding
         return self.model(adj[index], feat[index])
 
-    def train_config_for(self, n_cells: int) -> TrainConfig:
+    def train_config_for(self, n_candidates: int) -> TrainConfig:
         cfg = self.train_config
-        if n_cells < cfg.min_cells_for_val:
-            steps_per_epoch = math.ceil(n_cells / cfg.batch_size)
+        if n_candidates < cfg.min_cells_for_val:
+            steps_per_epoch = math.ceil(n_candidates / cfg.batch_size)
             epochs = max(SMALL_SET_EPOCHS, math.ceil(SMALL_SET_STEPS / steps_per_epoch))
-            cfg = TrainConfig(**{**cfg.to_json(), "max_epochs": epochs})
+            cfg = dataclasses.replace(cfg, max_epochs=epochs)
         return cfg
 
     def encoding_params(self) -> dict[str, Any]:
-        return {"node_labels": list(NODE_LABELS), "max_nodes": MAX_NODES}
+        return graph_params(self.space)
 
     def check_encoding(self, params: dict[str, Any]) -> None:
-        if list(params["node_labels"]) != list(NODE_LABELS) or params["max_nodes"] != MAX_NODES:
-            raise InputError("graph encoding of the saved GCN differs from this version's")
+        check_graph_params(self.space, params, "GCN")

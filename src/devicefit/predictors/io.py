@@ -1,9 +1,18 @@
-"""Plain-file storage of fitted predictors: ``<name>.npz`` (arrays only) + ``<name>.json`` (metadata).
+"""Plain-file storage of fitted predictors and transfer trunks: ``<name>.npz`` (arrays) + ``<name>.json`` (metadata).
 
 No pickled Python objects anywhere: the arrays are read with ``numpy.load(allow_pickle=False)``, torch
-weights are stored as their ``state_dict`` tensors converted to arrays. The JSON holds the predictor kind,
-device, unit, input normalisation, training-set size, hyper-parameters, metrics, and the SHA-256 of the
-``.npz`` so a weights file and a metadata file that do not belong together are refused.
+weights are stored as their ``state_dict`` tensors converted to arrays. The JSON holds what the file is
+(``kind``: a predictor kind or ``transfer-trunk``), the space, device, unit, normalisation, training-set
+size, hyper-parameters and metrics, and two SHA-256 digests:
+
+- ``weights_sha256``: of the ``.npz`` bytes, so weights and metadata of different fits are refused;
+- ``metadata_sha256``: of the canonical JSON of all other metadata (``weights_sha256`` included), so an
+  edit of the ``.json`` (a unit, a normalisation constant) is refused too instead of silently changing
+  the predictions.
+
+These detect accidents and stale or mixed-up files, not tampering: anyone can recompute a digest.
+Files are written to a temporary name and renamed, so a crash never leaves half a file behind.
+Format version 2 added ``metadata_sha256``; version-1 files (metadata unchecked) are refused.
 """
 
 from __future__ import annotations
@@ -12,6 +21,7 @@ import hashlib
 import io
 import json
 import os
+import secrets
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -21,11 +31,11 @@ import numpy as np
 from ..errors import InputError
 
 FORMAT = "devicefit-predictor"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 
 class PredictorFileError(InputError):
-    """A saved predictor that is missing, corrupt, or whose weights and metadata do not match."""
+    """A saved predictor that is missing, corrupt, edited, or whose weights and metadata do not match."""
 
 
 def paths_of(path: str | os.PathLike[str]) -> tuple[Path, Path]:
@@ -36,14 +46,36 @@ def paths_of(path: str | os.PathLike[str]) -> tuple[Path, Path]:
     return p.with_name(p.name + ".npz"), p.with_name(p.name + ".json")
 
 
-def save_arrays(path: str | os.PathLike[str], meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> Path:
-    """Write the arrays and the metadata; returns the ``.npz`` path."""
+def metadata_digest(record: dict[str, Any]) -> str:
+    """SHA-256 of the canonical JSON (sorted keys, compact) of ``record`` without its ``metadata_sha256``."""
+    body = {k: v for k, v in record.items() if k != "metadata_sha256"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def check_writable(path: str | os.PathLike[str]) -> tuple[Path, Path]:
+    """The two file paths of ``path``, or an :class:`InputError` when they cannot be written there."""
     npz, js = paths_of(path)
+    for p in (Path(path), npz, js):
+        if p.is_dir():
+            raise InputError(
+                f"output {str(path)!r}: {str(p)!r} is a directory; give a file name (writes NAME.npz + NAME.json)"
+            )
+    folder = npz.parent
+    existing = next((f for f in (folder, *folder.parents) if f.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise InputError(f"output {str(path)!r}: {str(existing)!r} is a file, not a folder")
+    if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
+        raise InputError(f"output {str(path)!r}: folder {str(existing)!r} is not writable")
+    return npz, js
+
+
+def save_arrays(path: str | os.PathLike[str], meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> Path:
+    """Write the arrays and the metadata (atomically, each); returns the ``.npz`` path."""
+    npz, js = check_writable(path)
     npz.parent.mkdir(parents=True, exist_ok=True)
     buf = io.BytesIO()
     np.savez(buf, **{k: np.ascontiguousarray(v) for k, v in arrays.items()})
     data = buf.getvalue()
-    npz.write_bytes(data)
     record = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -52,12 +84,27 @@ def save_arrays(path: str | os.PathLike[str], meta: dict[str, Any], arrays: dict
         "weights_sha256": hashlib.sha256(data).hexdigest(),
         "arrays": {k: list(np.shape(v)) for k, v in arrays.items()},
     }
-    js.write_text(json.dumps(record, indent=2, sort_keys=False) + "\n")
+    record = json.loads(json.dumps(record))  # as it will read back (lists, str keys) before it is hashed
+    record["metadata_sha256"] = metadata_digest(record)
+    _write_atomic(npz, data)
+    _write_atomic(js, (json.dumps(record, indent=2) + "\n").encode())
     return npz
 
 
+def _write_atomic(path: Path, data: bytes) -> None:
+    """Write to a new file beside ``path`` (permissions as the umask says), then rename it over ``path``."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    try:
+        with tmp.open("xb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 def load_arrays(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """Read and check a saved predictor: metadata dict and arrays; :class:`PredictorFileError` if bad."""
+    """Read and check a saved file: metadata dict and arrays; :class:`PredictorFileError` naming the bad file."""
     npz, js = paths_of(path)
     if not js.is_file():
         raise PredictorFileError(f"predictor metadata {str(js)!r} not found (saved predictors are a .npz + .json pair)")
@@ -65,13 +112,24 @@ def load_arrays(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str,
         raise PredictorFileError(f"predictor weights {str(npz)!r} not found (saved predictors are a .npz + .json pair)")
     try:
         meta = json.loads(js.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
         raise PredictorFileError(f"predictor metadata {str(js)!r} is not valid JSON: {exc}") from exc
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise PredictorFileError(f"{str(js)!r} is not a devicefit predictor file (expected format {FORMAT!r})")
-    if meta.get("format_version") != FORMAT_VERSION:
+    version = meta.get("format_version")
+    if version != FORMAT_VERSION:
+        hint = (
+            "an older devicefit wrote it, without a checksum of the metadata; fit and save it again"
+            if isinstance(version, int) and version < FORMAT_VERSION
+            else "a newer devicefit wrote it"
+        )
         raise PredictorFileError(
-            f"{str(js)!r} has format version {meta.get('format_version')!r}; this devicefit reads {FORMAT_VERSION}"
+            f"{str(js)!r} has format version {version!r}; this devicefit reads version {FORMAT_VERSION} ({hint})"
+        )
+    if meta.get("metadata_sha256") != metadata_digest(meta):
+        raise PredictorFileError(
+            f"predictor metadata {str(js)!r} was changed after it was saved (its SHA-256 differs from the one "
+            "recorded in it); refit or restore the file"
         )
     data = npz.read_bytes()
     if hashlib.sha256(data).hexdigest() != meta.get("weights_sha256"):
@@ -88,3 +146,7 @@ def load_arrays(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str,
     if set(expected) != set(arrays) or any(list(arrays[k].shape) != list(s) for k, s in expected.items()):
         raise PredictorFileError(f"predictor weights {str(npz)!r} do not hold the arrays its metadata lists")
     return meta, arrays
+
+
+__all__ = ["FORMAT", "FORMAT_VERSION", "PredictorFileError", "check_writable", "load_arrays", "paths_of",
+           "save_arrays"]

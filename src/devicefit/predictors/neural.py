@@ -1,9 +1,9 @@
-"""What the MLP and GCN predictors share: a network on an encoding of the cells, trained on standardised
+"""What the MLP and GCN predictors share: a network on an encoding of the candidates, trained on standardised
 log-cost with the loop of :mod:`._nn`, saved as its hyper-parameters, normalisation and weights.
 
-A subclass says how to encode cells (:meth:`encode`), which network to build (:meth:`build`), how to
-run it on a slice of the encoding (:meth:`forward`), and what else identifies its encoding in a saved
-file (:meth:`encoding_params`, checked again by :meth:`check_encoding` on load).
+A subclass says how to encode candidates (:meth:`encode`, through the predictor's space), which network to
+build (:meth:`build`), how to run it on a slice of the encoding (:meth:`forward`), and what else identifies
+its encoding in a saved file (:meth:`encoding_params`, checked again by :meth:`check_encoding` on load).
 """
 
 from __future__ import annotations
@@ -15,9 +15,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..spaces.nb201 import NB201Cell
-from ._nn import LogStandardizer, TrainConfig, arrays_to_state, predict_batched, state_to_arrays, train_network
+from ..spaces import EncodableSpace
+from ._nn import LogStandardizer, arrays_to_state, predict_batched, state_to_arrays, train_network
 from .base import Predictor
+from .config import TrainConfig
 
 Encoding = tuple[torch.Tensor, ...]
 
@@ -25,8 +26,16 @@ Encoding = tuple[torch.Tensor, ...]
 class NeuralPredictor(Predictor):
     default_train: TrainConfig
 
-    def __init__(self, hidden: int, layers: int, dropout: float, train: TrainConfig | None = None) -> None:
-        super().__init__()
+    def __init__(
+        self,
+        hidden: int,
+        layers: int,
+        dropout: float,
+        train: TrainConfig | None = None,
+        *,
+        space: EncodableSpace[Any] | None = None,
+    ) -> None:
+        super().__init__(space=space)
         self.hidden, self.layers, self.dropout = hidden, layers, dropout
         self.train_config = train or self.default_train
         self.model = self.build()
@@ -38,7 +47,7 @@ class NeuralPredictor(Predictor):
     def build(self) -> nn.Module: ...
 
     @abstractmethod
-    def encode(self, cells: list[NB201Cell]) -> Encoding: ...
+    def encode(self, candidates: list[Any]) -> Encoding: ...
 
     @abstractmethod
     def forward(self, encoding: Encoding, index: torch.Tensor) -> torch.Tensor: ...
@@ -47,25 +56,25 @@ class NeuralPredictor(Predictor):
         return {}
 
     def check_encoding(self, params: dict[str, Any]) -> None:
-        """Raise ValueError when a saved file's encoding differs from this version's."""
+        """Raise ValueError when a saved file's encoding differs from this space's."""
 
-    def train_config_for(self, n_cells: int) -> TrainConfig:
+    def train_config_for(self, n_candidates: int) -> TrainConfig:
         return self.train_config
 
     # -- shared -----------------------------------------------------------------------------------
-    def _fit(self, cells: list[NB201Cell], y: np.ndarray, seed: int) -> None:
+    def _fit(self, candidates: list[Any], y: np.ndarray, seed: int) -> None:
         torch.manual_seed(seed)
         self.model = self.build()
         self.norm = LogStandardizer.fit(y)
-        enc = self.encode(cells)
+        enc = self.encode(candidates)
         target = torch.from_numpy(self.norm.transform(y)).float().unsqueeze(1)
-        cfg = self.train_config_for(len(cells))
+        cfg = self.train_config_for(len(candidates))
         self.train_info = train_network(self.model, lambda i: self.forward(enc, i), target, cfg, seed)
 
-    def _predict(self, cells: list[NB201Cell]) -> np.ndarray:
-        enc = self.encode(cells)
+    def _predict(self, candidates: list[Any]) -> np.ndarray:
+        enc = self.encode(candidates)
         self.model.eval()
-        return self.norm.inverse(predict_batched(lambda i: self.forward(enc, i), len(cells))[:, 0])
+        return self.norm.inverse(predict_batched(lambda i: self.forward(enc, i), len(candidates))[:, 0])
 
     def _state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         params = {
@@ -78,7 +87,7 @@ class NeuralPredictor(Predictor):
     def _restore(self, params: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
         self.check_encoding(params)
         self.hidden, self.layers, self.dropout = int(params["hidden"]), int(params["layers"]), float(params["dropout"])
-        self.train_config = TrainConfig(**params["train"])
+        self.train_config = TrainConfig.from_json(params["train"])
         self.train_info = dict(params.get("train_info", {}))
         self.model = self.build()
         arrays_to_state(self.model, arrays)

@@ -5,10 +5,11 @@ HELP meta-learns a predictor conditioned on a hardware embedding (the device's l
 reference cells). This predictor keeps the BRP-NAS GCN (arXiv 2007.08668) and makes the same idea
 plain regression:
 
-1. Pre-train (:meth:`TransferPredictor.pretrain`): one GCN trunk (4 x 600, global-node readout) with
-   one linear output per *source* device, on standardised log-latencies (per-device z-score of
-   ``log(ms)``, so a 0.5 ms GPU and a 3 s phone weigh the same), L1 loss, missing cells masked.
-   The S outputs of a cell are "how slow is this cell on each known device, relative to that device".
+1. Pre-train (:class:`~.trunk.TransferTrunk`, :meth:`TransferPredictor.pretrain`): one GCN trunk
+   (4 x 600, global-node readout) with one linear output per *source* device, on standardised
+   log-latencies (per-device z-score of ``log(ms)``, so a 0.5 ms GPU and a 3 s phone weigh the same),
+   L1 loss, missing cells masked. The S outputs of a cell are "how slow is this cell on each known
+   device, relative to that device". The trunk is saved and reused (:func:`~.trunk.cached_trunk`).
 2. Adapt (:meth:`fit`, the few target samples): ridge regression of the target's ``log(value)`` on those
    S source predictions (+ intercept), the ridge strength picked by exact leave-one-out error among
    a log grid. The target device is thus written as a learned mix of source devices; with 10-20
@@ -18,7 +19,8 @@ plain regression:
    others run them, so the sources disagree wildly on them; two such cells among 20 samples wrecked
    the fit (measured: raspi4 Spearman 0.49 for one seed, also with an indicator feature). If the
    samples contain disconnected cells, those are predicted at the mean of their log-values;
-   otherwise the ridge predicts them like any cell.
+   otherwise the ridge predicts them like any cell. "Disconnected" is read from the space's graph
+   (no path from its input node to its output node), so this holds for any encodable space.
 
 Why not fine-tuning: 20 samples cannot move 1.1 M weights without over-fitting, and a closed-form
 head needs no epochs, so adapting costs milliseconds. Why log: latencies combine multiplicatively
@@ -27,28 +29,30 @@ family, and L1 on log is the relative error that +-10 % measures.
 
 Evaluation must never pre-train on the target device: :func:`device_family` groups settings of one
 chip (batch sizes, precisions, ``-large`` variants), and :func:`sources_for` leaves the target's whole
-family out. Devices of a family are near-duplicates (titan_rtx_1 vs titan_rtx_32), so leaving only the
-target device out would make transfer look easier than it is for a genuinely new chip.
+family out (:func:`devicefit.predictors.evaluate_on_device` does so for the devices of the data
+directory, and refuses a given trunk that was pre-trained on any of them). Devices of a family are
+near-duplicates (titan_rtx_1 vs titan_rtx_32), so leaving only the target device out would make
+transfer look easier than it is for a genuinely new chip.
 """
 
 from __future__ import annotations
 
-import random
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
-from ..data.latency_table import LatencyTable
 from ..errors import InputError
-from ..spaces.nb201 import NB201Cell, all_cells
-from ._nn import TrainConfig, arrays_to_state, predict_batched, state_to_arrays, train_network
+from ..spaces import EncodableSpace
 from .base import Predictor
-from .gcn import GCN, MAX_NODES, NODE_LABELS, graph_tensors
+from .config import TrainConfig
+from .encoding import graph_encoder, space_fingerprint
+from .trunk import PRETRAIN, TransferTrunk, TrunkSettings
 
-PRETRAIN = TrainConfig(max_epochs=80, batch_size=32, lr=1e-3, weight_decay=5e-4, lr_patience=7, es_patience=10)
+if TYPE_CHECKING:
+    from ..data.latency_table import LatencyTable
+
 RIDGE_ALPHAS = tuple(float(a) for a in np.logspace(-4, 3, 15))
 
 _FAMILY_RULES: tuple[tuple[str, str], ...] = (
@@ -104,127 +108,102 @@ def ridge_loo(
 
 
 class TransferPredictor(Predictor):
-    """Pre-train on source devices (:meth:`pretrain`), then ``fit`` on a few cells of the target device."""
+    """A pre-trained trunk (given, or :meth:`pretrain` on source devices) and a ridge head ``fit`` on a few
+    candidates of the target device.
+
+    ``pretrain_cells``, ``hidden``, ``layers``, ``dropout`` and ``train`` are the settings :meth:`pretrain`
+    uses (:class:`~.trunk.TrunkSettings`); a given ``trunk`` keeps its own. The space defaults to the
+    trunk's, else NB201.
+    """
 
     name = "transfer"
     min_train = 3
 
     def __init__(
         self,
+        *,
+        space: EncodableSpace[Any] | None = None,
+        trunk: TransferTrunk | None = None,
         pretrain_cells: int = 1000,
         hidden: int = 600,
         layers: int = 4,
         dropout: float = 0.002,
         train: TrainConfig | None = None,
     ) -> None:
-        super().__init__()
-        self.pretrain_cells, self.hidden, self.layers, self.dropout = pretrain_cells, hidden, layers, dropout
-        self.train_config = train or PRETRAIN
-        self.model: GCN | None = None
-        self.sources: list[str] = []
-        self.source_norm: dict[str, list[float]] = {}
-        self.pretrain_info: dict[str, Any] = {}
+        super().__init__(space=space if space is not None or trunk is None else trunk.space)
+        self.pretrain_settings = TrunkSettings(pretrain_cells, hidden, layers, dropout, train or PRETRAIN)
+        self.trunk: TransferTrunk | None = None
+        if trunk is not None:
+            self.use_trunk(trunk)
         self.w = np.zeros(0)
         self.b = 0.0
         self.alpha = 0.0
-        self._all_features: np.ndarray | None = None  # frozen trunk -> outputs of all cells, computed once
         self.disconnected_log: float | None = None
 
     @property
     def is_pretrained(self) -> bool:
-        return self.model is not None
+        return self.trunk is not None
 
-    def pretrain(self, sources: Mapping[str, LatencyTable], *, seed: int = 0) -> TransferPredictor:
-        """Fit the multi-device GCN on ``pretrain_cells`` random cells of the source tables."""
-        if len(sources) < 2:
-            raise InputError(f"transfer pre-training needs at least 2 source devices, got {len(sources)}")
-        names = sorted(sources)
-        pool = sorted(set().union(*(sources[n].values.keys() for n in names)))
-        rng = random.Random(seed)
-        cells = rng.sample(pool, min(self.pretrain_cells, len(pool)))
-        y = np.full((len(cells), len(names)), np.nan)
-        for j, n in enumerate(names):
-            y[:, j] = [sources[n].get(c) or np.nan for c in cells]
-        logy = np.log(y)
-        mean, std = np.nanmean(logy, 0), np.nanstd(logy, 0)
-        std = np.where(std > 1e-8, std, 1.0)
-        z = (logy - mean) / std
-        mask = np.isfinite(z)
-        torch.manual_seed(seed)
-        self.model = GCN(self.hidden, self.layers, self.dropout, outputs=len(names))
-        adj, feat = graph_tensors(cells)
-        target = torch.from_numpy(np.nan_to_num(z)).float()
-        model = self.model
-        weights = torch.from_numpy(mask).float()
-        info = train_network(model, lambda i: model(adj[i], feat[i]), target, self.train_config, seed, mask=weights)
-        self._all_features = None
-        self.sources = names
-        self.source_norm = {n: [float(mean[j]), float(std[j])] for j, n in enumerate(names)}
-        self.pretrain_info = {**info, "cells": len(cells), "seed": seed}
+    @property
+    def sources(self) -> list[str]:
+        """The source devices of the trunk (empty before pre-training)."""
+        return [] if self.trunk is None else list(self.trunk.sources)
+
+    @property
+    def pretrain_info(self) -> dict[str, Any]:
+        return {} if self.trunk is None else dict(self.trunk.info)
+
+    def use_trunk(self, trunk: TransferTrunk) -> TransferPredictor:
+        """Adapt from ``trunk`` from now on (it must encode this predictor's space); the head must be fitted again."""
+        if space_fingerprint(trunk.space) != space_fingerprint(self.space):
+            raise InputError(f"the trunk was pre-trained on space {trunk.space.settings()}, not on "
+                             f"{self.space.settings()}")
+        self.trunk = trunk
+        self.n_train = 0
         return self
 
-    def source_features(self, cells: list[NB201Cell]) -> np.ndarray:
-        """``(n, S)``: the pre-trained trunk's standardised log-latency of each cell on each source device."""
-        if self.model is None:
-            raise InputError("transfer predictor is not pre-trained: call pretrain(source_tables) first")
-        if self._all_features is not None or len(cells) > 2000:  # many cells: embed the whole space once
-            if self._all_features is None:
-                self._all_features = self._features(all_cells())
-            return self._all_features[[c.ops_index for c in cells]]
-        return self._features(cells)
+    def pretrain(self, sources: Mapping[str, LatencyTable], *, seed: int = 0) -> TransferPredictor:
+        """Pre-train a new trunk on the source tables (:meth:`TransferTrunk.pretrain`) with this one's settings."""
+        return self.use_trunk(
+            TransferTrunk.pretrain(sources, space=self.space, seed=seed, settings=self.pretrain_settings)
+        )
 
-    def _features(self, cells: list[NB201Cell]) -> np.ndarray:
-        assert self.model is not None
-        adj, feat = graph_tensors(cells)
-        self.model.eval()
-        model = self.model
-        return predict_batched(lambda i: model(adj[i], feat[i]), len(cells)).astype(np.float64)
+    def _trunk(self) -> TransferTrunk:
+        if self.trunk is None:
+            raise InputError(
+                "transfer predictor is not pre-trained: call pretrain(source_tables), or give trunk= "
+                "(load_trunk / cached_trunk)"
+            )
+        return self.trunk
 
-    def _fit(self, cells: list[NB201Cell], y: np.ndarray, seed: int) -> None:
-        flag = np.array([c.is_disconnected() for c in cells])
+    def _fit(self, candidates: list[Any], y: np.ndarray, seed: int) -> None:
+        trunk = self._trunk()
+        flag = ~graph_encoder(self.space).reaches_output(candidates)  # disconnected candidates
         fit_on = ~flag if (~flag).sum() >= 3 else np.ones_like(flag)
-        x = self.source_features([c for c, keep in zip(cells, fit_on) if keep])
+        x = trunk.features([c for c, keep in zip(candidates, fit_on) if keep])
         self.w, self.b, self.alpha = ridge_loo(x, np.log(y[fit_on]))
         self.disconnected_log = float(np.mean(np.log(y[flag]))) if flag.any() else None
 
-    def _predict(self, cells: list[NB201Cell]) -> np.ndarray:
-        logy = self.source_features(cells) @ self.w + self.b
+    def _predict(self, candidates: list[Any]) -> np.ndarray:
+        logy = self._trunk().features(candidates) @ self.w + self.b
         if self.disconnected_log is not None:
-            logy[[c.is_disconnected() for c in cells]] = self.disconnected_log
+            logy[~graph_encoder(self.space).reaches_output(candidates)] = self.disconnected_log
         return np.exp(logy)
 
     def _state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        assert self.model is not None
-        params = {
-            "hidden": self.hidden, "layers": self.layers, "dropout": self.dropout,
-            "node_labels": list(NODE_LABELS), "max_nodes": MAX_NODES, "pretrain_cells": self.pretrain_cells,
-            "sources": self.sources, "source_normalisation": {"kind": "log-standardize", **self.source_norm},
-            "pretrain": self.train_config.to_json(), "pretrain_info": self.pretrain_info,
-            "head": {
-                "kind": "ridge on source outputs -> log(value); disconnected cells: mean log of their samples",
-                "disconnected_log": self.disconnected_log,
-                "alpha": self.alpha,
-                "intercept": self.b,
-            },
+        params, arrays = self._trunk().state()
+        params["head"] = {
+            "kind": "ridge on source outputs -> log(value); disconnected candidates: mean log of their samples",
+            "disconnected_log": self.disconnected_log,
+            "alpha": self.alpha,
+            "intercept": self.b,
         }
-        return params, {**state_to_arrays(self.model), "head_w": self.w}
+        return params, {**arrays, "head_w": self.w}
 
     def _restore(self, params: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
-        if list(params["node_labels"]) != list(NODE_LABELS) or params["max_nodes"] != MAX_NODES:
-            raise InputError("graph encoding of the saved transfer predictor differs from this version's")
-        self.hidden, self.layers, self.dropout = int(params["hidden"]), int(params["layers"]), float(params["dropout"])
-        self.pretrain_cells = int(params["pretrain_cells"])
-        self.train_config = TrainConfig(**params["pretrain"])
-        self.sources = list(params["sources"])
-        norm = dict(params["source_normalisation"])
-        norm.pop("kind", None)
-        self.source_norm = norm
-        self.pretrain_info = dict(params.get("pretrain_info", {}))
-        self.model = GCN(self.hidden, self.layers, self.dropout, outputs=len(self.sources))
-        self._all_features = None
-        arrays_to_state(self.model, {k: v for k, v in arrays.items() if k != "head_w"})
-        self.model.eval()
-        self.w = np.asarray(arrays["head_w"], dtype=np.float64).reshape(len(self.sources))
+        self.trunk = TransferTrunk.from_state(self.space, params, arrays)
+        self.pretrain_settings = self.trunk.settings
+        self.w = np.asarray(arrays["head_w"], dtype=np.float64).reshape(len(self.trunk.sources))
         d = params["head"]["disconnected_log"]
         self.disconnected_log = None if d is None else float(d)
         self.b = float(params["head"]["intercept"])

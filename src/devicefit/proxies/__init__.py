@@ -13,50 +13,63 @@ candidates; the paper reports it as pairwise ranking accuracy, not Spearman.
     >>> scores.results["synflow"].score                         # doctest: +SKIP
 """
 
-from .baselines import flops, params
-from .compute import ProxyScores, compute_proxies
-from .gradient_pass import GRADIENT_PROXIES, gradient_pass, hamming_kernel, jacob_cov_score
-from .minibatch import DATASETS, NUM_CLASSES, TRUTH_COLUMN, ImagePool, load_image_pool
-from .nb201 import (
-    NB201_MODELS,
-    NB201ProxySettings,
-    add_cell_conv_biases,
-    proxy_metrics,
-    run_nb201_proxies,
-    sample_nb201_cells,
-    score_nb201_cell,
-)
-from .result import PROXIES, VOTE_PROXIES, ProxyResult, ProxySpec, check_proxy_names
-from .synflow import synflow
-from .vote import PairwiseVote, vote
+from __future__ import annotations
 
-__all__ = [
+import importlib
+from typing import Any
+
+from .datasets import DATASETS, DEFAULT_BATCH_SIZE, NUM_CLASSES, TRUTH_COLUMN
+from .result import PROXIES, VOTE_PROXIES, ProxyResult, ProxySpec, check_proxy_names
+
+#: Names served lazily (their modules import torch): ``import devicefit.proxies`` stays cheap.
+_LAZY = {
+    "flops": "baselines", "params": "baselines",
+    "ProxyScores": "compute", "compute_proxies": "compute",
+    "GRADIENT_PROXIES": "gradient_pass", "gradient_pass": "gradient_pass", "hamming_kernel": "gradient_pass",
+    "jacob_cov_score": "gradient_pass",
+    "ImagePool": "minibatch",
+    "load_image_pool": "minibatch", "image_pool_file": "minibatch", "model_minibatch": "minibatch",
+    "add_cell_conv_biases": "nb201", "proxy_metrics": "nb201", "sample_nb201_cells": "nb201",
+    "synflow": "synflow_pass", "PairwiseVote": "pairwise_vote", "vote": "pairwise_vote",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY])
+
+
+__all__ = [  # noqa: RUF022 (eager names, then lazy ones)
     "DATASETS",
+    "DEFAULT_BATCH_SIZE",
     "GRADIENT_PROXIES",
-    "NB201_MODELS",
+    "ImagePool",
     "NUM_CLASSES",
     "PROXIES",
-    "TRUTH_COLUMN",
-    "VOTE_PROXIES",
-    "ImagePool",
-    "NB201ProxySettings",
     "PairwiseVote",
     "ProxyResult",
     "ProxyScores",
     "ProxySpec",
+    "TRUTH_COLUMN",
+    "VOTE_PROXIES",
     "add_cell_conv_biases",
     "check_proxy_names",
     "compute_proxies",
     "flops",
     "gradient_pass",
     "hamming_kernel",
+    "image_pool_file",
     "jacob_cov_score",
     "load_image_pool",
+    "model_minibatch",
     "params",
     "proxy_metrics",
-    "run_nb201_proxies",
     "sample_nb201_cells",
-    "score_nb201_cell",
     "synflow",
     "vote",
 ]

@@ -23,16 +23,13 @@ def params(model: nn.Module) -> ProxyResult:
 
 def flops(model: nn.Module, input_shape: tuple[int, ...] | torch.Size) -> ProxyResult:
     """FLOPs of one forward pass of one example of shape ``input_shape``."""
-    modes = {m: m.training for m in model.modules()}
+    from ..hardware.counting import eval_mode
+
     try:
-        model.eval()
         x = torch.zeros((1, *tuple(input_shape)), dtype=next(iter(model.parameters()), torch.zeros(())).dtype)
         counter = FlopCounterMode(display=False)
-        with torch.no_grad(), counter:
+        with eval_mode(model), torch.no_grad(), counter:
             model(x)
         return ProxyResult.of("flops", counter.get_total_flops())
     except RuntimeError as exc:
         return ProxyResult.failed("flops", f"flops failed: {exc}")
-    finally:
-        for m, mode in modes.items():
-            m.training = mode

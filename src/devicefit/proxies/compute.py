@@ -12,7 +12,7 @@ from ..errors import InputError
 from .baselines import flops, params
 from .gradient_pass import GRADIENT_PROXIES, gradient_pass
 from .result import PROXIES, ProxyResult, check_proxy_names
-from .synflow import synflow
+from .synflow_pass import synflow
 
 
 @dataclass(frozen=True)

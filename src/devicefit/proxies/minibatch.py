@@ -32,14 +32,7 @@ import torch
 from ..data import data_file, load_image_folder_tarball, load_npz_images, random_crop_flip, to_tensor
 from ..data.datadir import DataFileError
 from ..errors import InputError
-
-DATASETS = ("cifar10", "cifar100", "imagenet16")
-NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "imagenet16": 120}
-#: The NB201 accuracy column each dataset's proxies are ranked against by default. The published figures
-#: (reference notebook) use NB201's ``cifar10-valid`` test accuracy for CIFAR-10 (``c10valid_test_200ep``,
-#: trained on the train split only) and the test accuracy for ImageNet16-120 (not in our table).
-TRUTH_COLUMN = {"cifar10": "c10_test_200ep", "cifar100": "c100_test_200ep", "imagenet16": "in16_val_200ep"}
-DEFAULT_BATCH_SIZE = 64
+from .datasets import DATASETS, DEFAULT_BATCH_SIZE, NUM_CLASSES
 
 
 @dataclass(frozen=True)
@@ -73,10 +66,10 @@ class ImagePool:
         return to_tensor(x, self.dataset), torch.from_numpy(self.y[idx])
 
 
-def load_image_pool(
-    dataset: str, *, source: str = "npz", data_dir: str | os.PathLike[str] | None = None
-) -> ImagePool:
-    """The training images of ``dataset`` (cifar10, cifar100 or imagenet16) from the data directory."""
+def image_pool_file(
+    dataset: str, source: str = "npz", data_dir: str | os.PathLike[str] | None = None
+) -> os.PathLike[str]:
+    """The data file that :func:`load_image_pool` reads for ``dataset`` and ``source`` (checked to exist)."""
     if dataset not in DATASETS:
         raise InputError(f"unknown dataset {dataset!r}; expected one of {', '.join(DATASETS)}")
     if source not in ("npz", "jpeg"):
@@ -84,17 +77,73 @@ def load_image_pool(
     if source == "jpeg":
         if dataset != "cifar10":
             raise InputError(f"the JPEG image source exists only for cifar10, not {dataset!r}; use source='npz'")
-        s = load_image_folder_tarball(data_file("images/cifar10-jpg.tar.gz", data_dir), "train")
+        return data_file("images/cifar10-jpg.tar.gz", data_dir)
+    if dataset == "imagenet16":
+        return data_file("images/imagenet16_960.npz", data_dir)
+    return data_file(f"images/{dataset}_train_aug_960.npz", data_dir)
+
+
+def load_image_pool(
+    dataset: str, *, source: str = "npz", data_dir: str | os.PathLike[str] | None = None
+) -> ImagePool:
+    """The training images of ``dataset`` (cifar10, cifar100 or imagenet16) from the data directory."""
+    path = image_pool_file(dataset, source, data_dir)
+    if source == "jpeg":
+        s = load_image_folder_tarball(path, "train")
         return ImagePool(dataset, source, s.x, s.y, crop_padding=4)
     if dataset == "imagenet16":
-        s = load_npz_images(data_file("images/imagenet16_960.npz", data_dir))
+        s = load_npz_images(path)
         keep = (s.y >= 1) & (s.y <= 120)
         if keep.sum() < 2:
             raise DataFileError("imagenet16_960.npz has fewer than 2 images of ImageNet16-120 classes (labels 1..120)")
         return ImagePool(dataset, source, s.x[keep], s.y[keep] - 1, crop_padding=2)
-    s = load_npz_images(data_file(f"images/{dataset}_train_aug_960.npz", data_dir))
+    s = load_npz_images(path)
     if s.y.min() < 0 or s.y.max() >= NUM_CLASSES[dataset]:
         raise DataFileError(
             f"{dataset} images have labels {s.y.min()}..{s.y.max()}, expected 0..{NUM_CLASSES[dataset] - 1}"
         )
     return ImagePool(dataset, source, s.x, s.y, crop_padding=0)
+
+
+def model_minibatch(
+    model: torch.nn.Module,
+    input_shape: tuple[int, ...],
+    *,
+    dataset: str = "cifar10",
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    num_classes: int | None = None,
+    seed: int = 0,
+    source: str = "npz",
+    data_dir: str | os.PathLike[str] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, str]:
+    """A minibatch for a user's own model: ``(inputs, labels, where they came from)``.
+
+    Training images of ``dataset`` when its pool has the model's input shape (per-example
+    ``input_shape``), otherwise standard-normal inputs; labels from the images when they fit the model's
+    classes, otherwise uniform random ones. The model is run once on two examples to check that it takes
+    the shape and returns ``(N, classes)`` logits (any exception becomes an InputError naming the shape).
+    """
+    from ..models import check_model_input
+
+    rng = np.random.default_rng(seed)
+    pool = None
+    try:
+        pool = load_image_pool(dataset, source=source, data_dir=data_dir)
+    except DataFileError:
+        pass
+    out = check_model_input(model, input_shape, expect_logits=True)
+    if pool is not None and pool.input_shape == tuple(input_shape):
+        x, y = pool.sample(rng, batch_size)
+        origin = f"{dataset} training images"
+    else:
+        torch.manual_seed(seed)
+        x = torch.randn((batch_size, *input_shape))
+        y = None
+        origin = "random normal inputs (no image data of this shape)"
+    classes = num_classes or int(out.shape[1])
+    if classes > out.shape[1]:
+        raise InputError(f"--num-classes {classes} exceeds the model's {out.shape[1]} outputs")
+    if y is None or int(y.max()) >= classes:
+        y = torch.from_numpy(rng.integers(0, classes, size=batch_size))
+        origin += ", random labels"
+    return x, y, origin

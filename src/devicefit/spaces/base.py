@@ -8,8 +8,10 @@ Split by capability, as Archai's ``discrete_search/api`` splits ``DiscreteSearch
   ``nn.Module``). ``identity`` is the exact JSON text of a candidate: two candidates that the space
   tells apart (two arch strings of one isomorphism class) have different identities and the same key.
 - :class:`MutableSpace`: ``mutate`` and ``neighbours`` (evolution, local search, zero-cost move).
-- :class:`EncodableSpace`: a fixed-length vector (MLP predictors, Optuna, REINFORCE) and a labelled DAG
-  (graph predictors such as the BRP-NAS GCN).
+- :class:`EncodableSpace`: a fixed-length vector (MLP predictors) and a labelled DAG (graph predictors
+  such as the BRP-NAS GCN).
+- :class:`CategoricalSpace`: a candidate is a fixed sequence of categorical decisions (one op per edge,
+  one ratio per layer): what a policy-gradient controller (REINFORCE) or an Optuna sampler needs.
 
 NAS spaces (NB201 first) and the per-layer policy space of one model (compression) implement the same
 classes; nothing here knows of either. Why both ``key`` and ``identity``: equivalent candidates compute
@@ -77,8 +79,8 @@ class Space(ABC, Generic[C]):
 
         try:
             data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise InputError(f"{self.name} candidate {text!r} is not JSON: {exc}") from None
+        except (json.JSONDecodeError, RecursionError) as exc:
+            raise InputError(f"{self.name} candidate {text[:200]!r} is not JSON: {exc}") from None
         return self.from_json(data)
 
     def contains(self, candidate: object) -> bool:
@@ -151,4 +153,26 @@ class EncodableSpace(Space[C]):
         return out
 
 
-__all__ = ["C", "EncodableSpace", "JSONValue", "LabelledGraph", "MutableSpace", "Space"]
+class CategoricalSpace(Space[C]):
+    """A space whose candidates are a fixed sequence of categorical decisions (every sequence is a candidate)."""
+
+    @property
+    @abstractmethod
+    def choices(self) -> tuple[int, ...]:
+        """The number of options of each decision."""
+
+    @abstractmethod
+    def to_choices(self, candidate: C) -> tuple[int, ...]:
+        """The candidate as one option index per decision."""
+
+    @abstractmethod
+    def from_choices(self, choices: Sequence[int]) -> C:
+        """The candidate of these option indices (:class:`InputError` when one is out of range)."""
+
+    @property
+    def decision_names(self) -> tuple[str, ...]:
+        """A name per decision (parameter names for Optuna); ``d0``, ``d1``, ... unless a space says better."""
+        return tuple(f"d{i}" for i in range(len(self.choices)))
+
+
+__all__ = ["C", "CategoricalSpace", "EncodableSpace", "JSONValue", "LabelledGraph", "MutableSpace", "Space"]

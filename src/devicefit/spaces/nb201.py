@@ -7,19 +7,30 @@ A cell is a DAG on four nodes (0 is the input, 3 the output); each of its six ed
 one of five operations. Here a cell is the tuple of six operation indices in arch-string edge order
 (0->1, 0->2, 1->2, 0->3, 1->3, 2->3), the same order and indices as the LatBench pickles (BRP-NAS,
 arXiv 2007.08668): 0 none, 1 skip_connect, 2 nor_conv_1x1, 3 nor_conv_3x3, 4 avg_pool_3x3.
+
+:class:`NB201Space` is the space as a :class:`~devicefit.spaces.base.Space` (sample, key, JSON, build,
+neighbours, vector and graph encodings) for search strategies and predictors. Importing this module
+imports neither torch nor numpy (the command line starts fast); the network is built by
+:mod:`.nb201_model`, imported on first :meth:`NB201Space.build`.
 """
 
 from __future__ import annotations
 
 import functools
 import itertools
+import operator
 import random
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from ..errors import InputError, OutOfRangeError
+from .base import CategoricalSpace, EncodableSpace, LabelledGraph, MutableSpace
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from .nb201_model import NB201Network
 
 OPS: tuple[str, ...] = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
 NUM_OPS = len(OPS)
@@ -34,6 +45,7 @@ _OP_INDEX = {name: i for i, name in enumerate(OPS)}
 _OPS_TUPLES: dict[tuple[int, ...], tuple[int, ...]] = {
     ops: ops for ops in itertools.product(range(NUM_OPS), repeat=NUM_EDGES)
 }
+_PLAIN_INTS = frozenset({int})
 NONE, SKIP, CONV1, CONV3, POOL = range(NUM_OPS)
 
 
@@ -43,25 +55,33 @@ class ArchStringError(InputError):
 
 @dataclass(frozen=True, order=True)
 class NB201Cell:
-    """One NAS-Bench-201 cell: six operation indices in arch-string edge order."""
+    """One NAS-Bench-201 cell: six operation indices in arch-string edge order.
+
+    ``ops`` may be any sequence of six integers in 0..4 (Python or numpy integers); it is stored as a
+    tuple of plain ints. Booleans are refused although Python counts ``True`` as the int 1: a mask or
+    flag passed by mistake must not silently become ``skip_connect``.
+    """
 
     ops: tuple[int, ...]
 
     def __post_init__(self) -> None:
+        raw = self.ops
         try:
-            canonical = _OPS_TUPLES.get(self.ops) if type(self.ops) is tuple else None
-            if canonical is not None:  # fast path: loaders build hundreds of thousands of cells
+            canonical = _OPS_TUPLES.get(raw) if type(raw) is tuple else None
+            # fast path: loaders build hundreds of thousands of cells (True == 1 hashes alike: check the types)
+            if canonical is not None and (canonical is raw or _PLAIN_INTS.issuperset(map(type, raw))):
                 object.__setattr__(self, "ops", canonical)
                 return
-            ops = tuple(int(o) for o in self.ops)
-            exact = all(o == raw for o, raw in zip(ops, self.ops))
-        except (TypeError, ValueError):
-            ops, exact = (), False
-        if not exact or len(ops) != NUM_EDGES or any(not 0 <= o < NUM_OPS for o in ops):
+            if any(isinstance(o, bool) for o in raw):
+                raise TypeError("bools are not operation indices")
+            ops = tuple(operator.index(o) for o in raw)  # numpy ints yes; floats, str, numpy bools no
+        except TypeError:
+            ops = ()
+        if len(ops) != NUM_EDGES or any(not 0 <= o < NUM_OPS for o in ops):
             raise ArchStringError(
-                f"NB201 cell {self.ops!r}: expected {NUM_EDGES} operation indices in 0..{NUM_OPS - 1}"
+                f"NB201 cell {raw!r}: expected {NUM_EDGES} operation indices (ints, not bools) in 0..{NUM_OPS - 1}"
             )
-        object.__setattr__(self, "ops", ops)
+        object.__setattr__(self, "ops", _OPS_TUPLES[ops])
 
     # -- conversions -------------------------------------------------------------------------
     @classmethod
@@ -72,6 +92,8 @@ class NB201Cell:
     @classmethod
     def from_index(cls, ops_index: int) -> NB201Cell:
         """The cell at position ``ops_index`` of :func:`all_cells` (NOT the official NB201 index)."""
+        if isinstance(ops_index, bool) or not isinstance(ops_index, int):
+            raise InputError(f"NB201 enumeration index must be an int, got {type(ops_index).__name__}: {ops_index!r}")
         if not 0 <= ops_index < NUM_CELLS:
             raise OutOfRangeError(f"NB201 enumeration index {ops_index} out of range 0..{NUM_CELLS - 1}")
         digits = []
@@ -138,16 +160,24 @@ class NB201Cell:
 
     def one_hot(self) -> np.ndarray:
         """Flat one-hot encoding, shape (6 * 5,), float32."""
+        import numpy as np
+
         x = np.zeros((NUM_EDGES, NUM_OPS), dtype=np.float32)
         x[np.arange(NUM_EDGES), self.ops] = 1.0
         return x.reshape(-1)
 
-    def to_graph(self, prune: bool = True) -> CellGraph:
+    def to_graph(self, prune: bool = True) -> LabelledGraph:
+        """The operations-on-nodes graph, see :func:`cell_graph` (pruned of dangling ops by default)."""
         return cell_graph(self.ops, prune=prune)
 
 
 def parse_arch_str(arch_str: str) -> tuple[int, ...]:
-    """Official NB201 arch string -> six op indices; raises :class:`ArchStringError` naming the problem."""
+    """Official NB201 arch string -> six op indices; raises :class:`ArchStringError` naming the problem.
+
+    Only the official form is accepted (surrounding whitespace aside): node ``j`` lists its ``j`` incoming
+    edges ``op~i`` from ``i = 0, 1, ..., j-1`` in that order, sources written as plain ASCII digits. So a
+    string parses exactly when it is :func:`format_arch_str` of its cell, and one cell has one string.
+    """
     if not isinstance(arch_str, str):
         raise ArchStringError(f"NB201 arch string must be a str, got {type(arch_str).__name__}: {arch_str!r}")
     s = arch_str.strip()
@@ -157,7 +187,7 @@ def parse_arch_str(arch_str: str) -> tuple[int, ...]:
             f"malformed NB201 arch string {arch_str!r}: expected {NUM_NODES - 1} nodes separated by '+', "
             f"found {len(nodes)}"
         )
-    ops: dict[tuple[int, int], int] = {}
+    ops: list[int] = []
     for target, node in enumerate(nodes, start=1):
         if not (node.startswith("|") and node.endswith("|") and len(node) > 2):
             raise ArchStringError(
@@ -169,23 +199,24 @@ def parse_arch_str(arch_str: str) -> tuple[int, ...]:
                 f"malformed NB201 arch string {arch_str!r}: node {target} must have {target} incoming edges, "
                 f"found {len(edges)} in {node!r}"
             )
-        for edge in edges:
+        for position, edge in enumerate(edges):
             name, sep, src = edge.partition("~")
-            if not sep or not src.isdigit():
+            # isdigit() alone is True for '²' or '٣', which int() rejects or reads as another number
+            if not sep or not (src.isascii() and src.isdigit()):
                 raise ArchStringError(f"malformed NB201 arch string {arch_str!r}: edge {edge!r} must look like 'op~i'")
             if name not in _OP_INDEX:
                 raise ArchStringError(
                     f"NB201 arch string {arch_str!r}: unknown operation {name!r}; expected one of {', '.join(OPS)}"
                 )
-            source = int(src)
-            if source >= target:
+            if src != str(position):
+                sources = [str(i) for i in range(target)]
+                where = "is out of order" if src in sources else f"must come from a node < {target}"
                 raise ArchStringError(
-                    f"NB201 arch string {arch_str!r}: edge {edge!r} into node {target} must come from a node < {target}"
+                    f"NB201 arch string {arch_str!r}: edge {edge!r} into node {target} {where}; node {target} "
+                    f"lists its edges from nodes 0..{target - 1} in order ({'|'.join('op~' + i for i in sources)})"
                 )
-            if (source, target) in ops:
-                raise ArchStringError(f"NB201 arch string {arch_str!r}: edge {source}->{target} given twice")
-            ops[(source, target)] = _OP_INDEX[name]
-    return tuple(ops[e] for e in EDGES)
+            ops.append(_OP_INDEX[name])
+    return tuple(ops)
 
 
 def format_arch_str(ops: tuple[int, ...]) -> str:
@@ -228,12 +259,15 @@ UNIQUE_CONNECTED_CELLS = 6461
 def sample_unique_cells(n: int, seed: int = 0) -> list[NB201Cell]:
     """``n`` random NB201 cells with distinct canonical keys and none disconnected, in sampling order.
 
-    The sample for ``n`` is a prefix of the sample for any larger ``n`` with the same seed.
+    ``seed`` is a non-negative int, as everywhere in the toolkit. The sample for ``n`` is a prefix of the
+    sample for any larger ``n`` with the same seed.
     """
-    if not 1 <= n <= UNIQUE_CONNECTED_CELLS:
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= UNIQUE_CONNECTED_CELLS:
         raise InputError(
-            f"sample size must be in 1..{UNIQUE_CONNECTED_CELLS} (unique connected NB201 cells), got {n}"
+            f"sample size must be an int in 1..{UNIQUE_CONNECTED_CELLS} (unique connected NB201 cells), got {n!r}"
         )
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise InputError(f"seed must be a non-negative int, got {seed!r}")
     rng = random.Random(seed)
     seen: set[str] = set()
     cells: list[NB201Cell] = []
@@ -284,23 +318,18 @@ def canonical_key(ops: tuple[int, ...]) -> str:
     return terms[NUM_NODES - 1]
 
 
-@dataclass(frozen=True)
-class CellGraph:
-    """Operations-on-nodes DAG of a cell, as used by BRP-NAS graph predictors.
+def cell_graph(ops: tuple[int, ...], prune: bool = True) -> LabelledGraph:
+    """Operations-on-nodes DAG of a cell, as used by BRP-NAS graph predictors (arXiv 2007.08668).
 
     ``labels[i]`` is ``"input"``, ``"output"`` or an op name; ``adjacency[i, j] = 1`` for an edge i -> j.
     Node 0 is the input, the last node the output, op nodes in arch-string edge order between.
     ``none`` edges are removed and (by default) op nodes not on an input-to-output path are pruned; a
-    disconnected cell is then the two nodes input and output with no edge.
+    disconnected cell is then the two nodes input and output with no edge. ``prune=False`` keeps the
+    dangling ops: they do not change the function, but the NB201 network still computes them, so they
+    cost time on a device.
     """
+    import numpy as np
 
-    labels: tuple[str, ...]
-    adjacency: np.ndarray
-
-
-def cell_graph(ops: tuple[int, ...], prune: bool = True) -> CellGraph:
-    """The :class:`CellGraph` of a cell. ``prune=False`` keeps the dangling ops: they do not change
-    the function, but the NB201 network still computes them, so they cost time on a device."""
     op_edges = [(e, EDGES[e], op) for e, op in enumerate(ops) if op != NONE]
     # Reachability over op-nodes: an op on edge (i, j) follows any op on an edge (h, i).
     from_input = {e for e, (src, _), _ in op_edges if src == 0}
@@ -332,7 +361,7 @@ def cell_graph(ops: tuple[int, ...], prune: bool = True) -> CellGraph:
             if src2 == dst:
                 adj[position[e], position[f]] = 1
     labels = ("input", *(OPS[op] for _, _, op in kept), "output")
-    return CellGraph(labels=labels, adjacency=adj)
+    return LabelledGraph(labels=labels, adjacency=adj)
 
 
 def space_statistics() -> dict[str, int]:
@@ -345,3 +374,109 @@ def space_statistics() -> dict[str, int]:
         "operations": NUM_OPS,
         "edges": NUM_EDGES,
     }
+
+
+#: Node labels of :meth:`NB201Space.encode_graph`, in the order of the BRP-NAS GCN's one-hot features.
+GRAPH_LABELS: tuple[str, ...] = ("input", "output", *OPS[1:])
+#: Nodes of the largest cell graph: input, six op nodes, output.
+MAX_GRAPH_NODES = NUM_EDGES + 2
+
+
+class NB201Space(MutableSpace[NB201Cell], EncodableSpace[NB201Cell], CategoricalSpace[NB201Cell]):
+    """NAS-Bench-201 as a :class:`~devicefit.spaces.base.Space`: candidates are :class:`NB201Cell`.
+
+    - ``sample``: uniform over all 15,625 cells (:func:`sample_cell`), duplicates and disconnected
+      cells included, as NB201's random search samples;
+    - ``key``: NB201's ``to_unique_str`` (:func:`canonical_key`, 6,466 keys);
+    - ``to_json`` / ``from_json``: the official arch string, and only an arch string back;
+    - ``build``: the benchmark's CIFAR network (:func:`~devicefit.spaces.build_nb201`);
+    - ``neighbours``: the 24 cells one edge away; ``mutate`` one of them at random (NB201's REA);
+    - ``encode_vector``: the 6 x 5 one-hot (30 floats); ``encode_graph``: the operations-on-nodes DAG
+      of :func:`cell_graph`.
+
+    ``prune_graph`` (recorded in :meth:`settings`): ``False`` (default) keeps dangling ops in the graph,
+    because the network still computes them and they cost time on a device (what the latency predictors
+    use); ``True`` gives eagle's pruned graph, which shows only what reaches the output.
+    """
+
+    name = "nb201"
+
+    def __init__(self, *, prune_graph: bool = False) -> None:
+        if not isinstance(prune_graph, bool):
+            raise InputError(f"nb201 space option prune_graph must be true or false, got {prune_graph!r}")
+        self.prune_graph = prune_graph
+
+    def __repr__(self) -> str:
+        return f"NB201Space(prune_graph={self.prune_graph})"
+
+    def settings(self) -> dict[str, Any]:
+        return {"space": self.name, "prune_graph": self.prune_graph}
+
+    # -- Space -------------------------------------------------------------------------------------
+    def sample(self, rng: random.Random) -> NB201Cell:
+        return sample_cell(rng)
+
+    def key(self, candidate: NB201Cell) -> str:
+        return _cell(candidate).canonical_key()
+
+    def to_json(self, candidate: NB201Cell) -> str:
+        return _cell(candidate).to_str()
+
+    def from_json(self, data: Any) -> NB201Cell:
+        if not isinstance(data, str):
+            raise ArchStringError(
+                f"nb201 candidate data must be an arch string, got {type(data).__name__}: {data!r:.200}"
+            )
+        return NB201Cell.from_str(data)
+
+    def build(
+        self, candidate: NB201Cell, *, num_classes: int = 10, channels: int = 16, cells_per_stage: int = 5
+    ) -> NB201Network:
+        from .nb201_model import build_nb201
+
+        cell = _cell(candidate)
+        return build_nb201(cell, channels=channels, cells_per_stage=cells_per_stage, num_classes=num_classes)
+
+    # -- MutableSpace --------------------------------------------------------------------------------
+    def neighbours(self, candidate: NB201Cell) -> list[NB201Cell]:
+        return _cell(candidate).neighbours()
+
+    # -- EncodableSpace ------------------------------------------------------------------------------
+    @property
+    def vector_size(self) -> int:
+        return NUM_EDGES * NUM_OPS
+
+    def encode_vector(self, candidate: NB201Cell) -> np.ndarray:
+        return _cell(candidate).one_hot()
+
+    @property
+    def node_labels(self) -> tuple[str, ...]:
+        return GRAPH_LABELS
+
+    @property
+    def max_nodes(self) -> int:
+        return MAX_GRAPH_NODES
+
+    def encode_graph(self, candidate: NB201Cell) -> LabelledGraph:
+        return cell_graph(_cell(candidate).ops, prune=self.prune_graph)
+
+    # -- CategoricalSpace ----------------------------------------------------------------------------
+    @property
+    def choices(self) -> tuple[int, ...]:
+        return (NUM_OPS,) * NUM_EDGES
+
+    def to_choices(self, candidate: NB201Cell) -> tuple[int, ...]:
+        return _cell(candidate).ops
+
+    def from_choices(self, choices: Sequence[int]) -> NB201Cell:
+        return NB201Cell(tuple(choices))
+
+    @property
+    def decision_names(self) -> tuple[str, ...]:
+        return tuple(f"edge_{a}_{b}" for a, b in EDGES)
+
+
+def _cell(candidate: object) -> NB201Cell:
+    if not isinstance(candidate, NB201Cell):
+        raise InputError(f"nb201 candidate must be an NB201Cell, got {type(candidate).__name__}: {candidate!r:.200}")
+    return candidate

@@ -1,5 +1,51 @@
-"""Studies: the results store (and later strategies, executors and Pareto fronts)."""
+"""Studies: estimators, the results store, executors, the evaluation loop and Pareto fronts.
 
-from .store import ResultStore
+    from devicefit.study import evaluate_all, BenchmarkAccuracy, MeasuredLatency, ProcessExecutor
+    results = evaluate_all(space, candidates, [BenchmarkAccuracy("c10_val_200ep"), MeasuredLatency()],
+                           "runs/study.sqlite", executor=ProcessExecutor(2))
+"""
 
-__all__ = ["ResultStore"]
+from .estimator import Estimator, EstimatorFailure, candidate_seed, file_sha256
+from .estimators import (
+    BenchmarkAccuracy,
+    CountedCost,
+    DeviceTableLatency,
+    MeasuredLatency,
+    PredictedCost,
+    ZeroCostProxies,
+)
+from .executors import EXECUTORS, Executor, InlineExecutor, Outcome, ProcessExecutor, RayExecutor, make_executor
+from .loop import EvaluationResults, evaluate_all
+from .pareto import hypervolume_2d, pareto_front, pareto_mask
+from .store import Evaluation, Store, StoreError, StoreLockedError
+from .tasks import TaskGrid
+
+__all__ = [
+    "EXECUTORS",
+    "BenchmarkAccuracy",
+    "CountedCost",
+    "DeviceTableLatency",
+    "Estimator",
+    "EstimatorFailure",
+    "Evaluation",
+    "EvaluationResults",
+    "Executor",
+    "InlineExecutor",
+    "MeasuredLatency",
+    "Outcome",
+    "PredictedCost",
+    "ProcessExecutor",
+    "RayExecutor",
+    "Store",
+    "StoreError",
+    "StoreLockedError",
+    "TaskGrid",
+    "ZeroCostProxies",
+    "candidate_seed",
+    "evaluate_all",
+    "file_sha256",
+    "hypervolume_2d",
+    "make_executor",
+    "pareto_front",
+    "pareto_mask",
+]

@@ -1,0 +1,33 @@
+"""Search strategies behind one ask/tell interface (:class:`Strategy`), one file each.
+
+- ``random``: random search, with zero-cost warm-up (:mod:`.random_search`);
+- ``evolution``: aging evolution, with zero-cost warm-up and move (:mod:`.evolution`).
+
+    strategy = make_strategy("evolution", space, seed=0, move=True)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..errors import InputError
+from .base import Scorer, Strategy, Trial
+from .evolution import AgingEvolution
+from .random_search import RandomSearch
+
+STRATEGIES: dict[str, type[Strategy]] = {"random": RandomSearch, "evolution": AgingEvolution}
+
+
+def make_strategy(name: str, space: Any, seed: int = 0, **options: Any) -> Strategy:
+    """A strategy by registry name, on ``space``, with its options (e.g. ``population=64`` for evolution)."""
+    if name not in STRATEGIES:
+        raise InputError(f"unknown search strategy {name!r}; expected one of {', '.join(STRATEGIES)}")
+    try:
+        strategy = STRATEGIES[name](space, seed, **options)
+    except TypeError as exc:
+        raise InputError(f"strategy {name!r}: bad options {options}: {exc}") from None
+    strategy.options = dict(options)
+    return strategy
+
+
+__all__ = ["STRATEGIES", "AgingEvolution", "RandomSearch", "Scorer", "Strategy", "Trial", "make_strategy"]

@@ -1,0 +1,333 @@
+"""``Study``: a search of a space for the best candidate under constraints, on the evaluation loop.
+
+    study = Study(space, Objective(BenchmarkAccuracy("c10_val_200ep")), make_strategy("evolution", space, seed=0),
+                  budget=100, store="runs/search.sqlite",
+                  constraints=[Constraint(DeviceTableLatency("pixel3"), upper=12.0)])
+    result = study.run()
+
+One step: the strategy asks for candidates; the cheap constraints (a table or predicted latency, counted
+MACs) are checked first and a candidate that fails them is told back as infeasible without spending an
+evaluation; the others are evaluated on the objective (and any secondary objectives) through
+:func:`evaluate_all`; the strategy is told the results. The budget counts objective evaluations of
+distinct candidates. Every value goes through the store, so a study killed at any point and run again
+replays its asks and tells from the store (strategies are deterministic given their seed and what they
+are told) and goes on exactly where it stopped: same candidates, same result.
+
+Zero-cost warm-up and move (arXiv 2101.08134): ``warmup=N`` scores N random candidates with the
+``proxy`` estimator (cached in the store like any value) and hands them to the strategy; ``move=True``
+gives the strategy a scorer for its local moves.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import InputError
+from ..spaces.base import Space
+from .estimator import Estimator
+from .executors import Executor, InlineExecutor
+from .loop import evaluate_all
+from .store import Store
+
+#: How many infeasible candidates (per unit of budget) a study tolerates before calling the constraint impossible.
+MAX_REJECTIONS_PER_EVALUATION = 200
+
+
+def _field(value: Any, path: str) -> float | None:
+    """The number at ``path`` (dotted, e.g. ``scores.synflow``) of an estimator's value, or None."""
+    for part in path.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return None if value is None else float(value)
+
+
+@dataclass(frozen=True)
+class Objective:
+    """What to optimise: one numeric ``field`` of an estimator's value, maximised or minimised."""
+
+    estimator: Estimator
+    field: str = "value"
+    maximize: bool = True
+
+    @property
+    def name(self) -> str:
+        return self.estimator.name if self.field == "value" else f"{self.estimator.name}.{self.field}"
+
+    def of(self, value: Any) -> float | None:
+        return _field(value, self.field)
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "maximize": self.maximize, "kind": self.estimator.kind,
+                "settings": self.estimator.settings()}
+
+
+@dataclass(frozen=True)
+class Constraint:
+    """``lower <= field of estimator's value <= upper``. Checked before the objective is evaluated.
+
+    ``truth``: the estimator that re-checks the answer when this one predicts (a saved predictor's latency
+    is checked against the device table or a measurement at the end).
+    """
+
+    estimator: Estimator
+    upper: float | None = None
+    lower: float | None = None
+    field: str = "value"
+    truth: Estimator | None = None
+
+    def __post_init__(self) -> None:
+        if self.upper is None and self.lower is None:
+            raise InputError(f"constraint on {self.estimator.name} needs an upper or a lower bound")
+        if self.upper is not None and self.lower is not None and self.lower > self.upper:
+            raise InputError(f"constraint on {self.estimator.name}: lower bound {self.lower} > upper {self.upper}")
+
+    @property
+    def name(self) -> str:
+        return self.estimator.name if self.field == "value" else f"{self.estimator.name}.{self.field}"
+
+    def holds(self, value: Any) -> bool:
+        v = _field(value, self.field)
+        if v is None:
+            return False
+        return (self.upper is None or v <= self.upper) and (self.lower is None or v >= self.lower)
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "upper": self.upper, "lower": self.lower, "kind": self.estimator.kind,
+                "settings": self.estimator.settings(),
+                "truth": None if self.truth is None else {"kind": self.truth.kind, "name": self.truth.name}}
+
+
+@dataclass
+class TrialRecord:
+    """One step of a study: a candidate, its objective and costs, and whether it met the constraints."""
+
+    number: int
+    candidate: str  # identity
+    feasible: bool
+    objective: float | None
+    values: dict[str, float | None] = field(default_factory=dict)  # objectives and constraint fields by name
+    evaluated: bool = True  # False: rejected by a cheap constraint, or a repeat of an evaluated key
+    repeat_of: int | None = None  # the earlier trial of the same key (equal or equivalent candidate)
+
+
+@dataclass
+class SearchResult:
+    """What a study found: every trial, the best feasible candidate, and the curve of the best so far."""
+
+    space: Space
+    objective: Objective
+    trials: list[TrialRecord]
+    evaluations: int
+    rejected: int
+    best: TrialRecord | None
+    best_so_far: list[float | None]  # after each objective evaluation
+    settings: dict[str, Any]
+    seconds: float
+    warmup_scored: int = 0
+
+    @property
+    def best_candidate(self) -> Any:
+        return None if self.best is None else self.space.from_identity(self.best.candidate)
+
+
+class Study:
+    """A space, an objective, constraints, a strategy and a budget, run on the store and an executor."""
+
+    def __init__(
+        self,
+        space: Space,
+        objective: Objective,
+        strategy: Any,
+        budget: int,
+        store: str | os.PathLike[str],
+        *,
+        constraints: Sequence[Constraint] = (),
+        secondary: Sequence[Objective] = (),
+        executor: Executor | None = None,
+        warmup: int = 0,
+        proxy: Objective | None = None,
+        move: bool = False,
+        batch: int = 1,
+        seed: int = 0,
+        name: str = "search",
+        max_seconds: float | None = None,
+        progress: bool = True,
+    ) -> None:
+        if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
+            raise InputError(f"budget must be a positive number of evaluations, got {budget!r}")
+        if warmup < 0:
+            raise InputError(f"warm-up size must be >= 0, got {warmup}")
+        if (warmup or move) and proxy is None:
+            raise InputError("zero-cost warm-up and move need a proxy to score candidates with")
+        if batch < 1:
+            raise InputError(f"batch must be >= 1, got {batch}")
+        names = [o.name for o in (objective, *secondary)] + [c.name for c in constraints]
+        if len(set(names)) != len(names):
+            raise InputError(f"objectives and constraints must have distinct names, got {names}")
+        self.space, self.objective, self.strategy, self.budget = space, objective, strategy, budget
+        self.store_path, self.constraints, self.secondary = store, list(constraints), list(secondary)
+        self.executor = executor or InlineExecutor()
+        self.warmup, self.proxy, self.move, self.batch = warmup, proxy, move, batch
+        self.seed, self.name, self.max_seconds, self.progress = seed, name, max_seconds, progress
+
+    def settings(self) -> dict[str, Any]:
+        """What the study's result depends on (claimed in the store: a rerun with others is refused)."""
+        return {
+            "space": self.space.settings(), "objective": self.objective.describe(),
+            "secondary": [o.describe() for o in self.secondary],
+            "constraints": [c.describe() for c in self.constraints],
+            "strategy": {"name": self.strategy.name, **getattr(self.strategy, "options", {})},
+            "seed": self.seed, "warmup": self.warmup, "move": self.move, "batch": self.batch,
+            "proxy": None if self.proxy is None else self.proxy.describe(),
+        }
+
+    # -- running ----------------------------------------------------------------------------------------
+    def run(self) -> SearchResult:
+        start = time.perf_counter()
+        with Store(self.store_path) as store:
+            store.claim(f"study:{self.name}", self.settings())
+            warm = self._warm_up(store)
+            if self.move and self.proxy is not None:
+                self.strategy.set_scorer(lambda cands: self._scores(store, cands))
+            trials: list[TrialRecord] = []
+            self._by_key: dict[str, TrialRecord] = {}
+            evaluations = rejected = 0
+            best_so_far: list[float | None] = []
+            best: float | None = None
+            bar = _Bar(self.progress, f"search ({self.strategy.name})", self.budget)
+            with bar:
+                while evaluations < self.budget:
+                    if self.max_seconds is not None and time.perf_counter() - start > self.max_seconds:
+                        break
+                    asked = self.strategy.ask(min(self.batch, self.budget - evaluations))
+                    if not asked:
+                        break  # the strategy has nothing left to propose (an exhausted space)
+                    told = self._step(store, asked, trials)
+                    self.strategy.tell([t for _, t in told])
+                    for record, _ in told:
+                        if not record.evaluated:
+                            rejected += 1
+                            continue
+                        evaluations += 1
+                        if record.feasible and record.objective is not None:
+                            value = record.objective if self.objective.maximize else -record.objective
+                            best = value if best is None else max(best, value)
+                        best_so_far.append(None if best is None else (best if self.objective.maximize else -best))
+                        bar.advance()
+                    if rejected > MAX_REJECTIONS_PER_EVALUATION * max(1, evaluations):
+                        repeats = sum(t.repeat_of is not None for t in trials)
+                        if repeats * 2 > rejected:
+                            break  # the strategy only proposes candidates already evaluated: nothing new to find
+                        raise InputError(
+                            f"constraints {', '.join(c.name for c in self.constraints)} rejected {rejected} "
+                            f"candidates against {evaluations} feasible ones: loosen them"
+                        )
+            store.put_trials(f"study:{self.name}", [t.__dict__ for t in trials])
+        feasible = [t for t in trials if t.feasible and t.objective is not None]
+        pick = max if self.objective.maximize else min
+        top = pick(feasible, key=lambda t: t.objective) if feasible else None
+        return SearchResult(self.space, self.objective, trials, evaluations, rejected, top, best_so_far,
+                            self.settings(), time.perf_counter() - start, warm)
+
+    def _warm_up(self, store: Store) -> int:
+        if not self.warmup:
+            return 0
+        assert self.proxy is not None
+        rng = random.Random(f"warm-up {self.seed}")
+        pool = [self.space.sample(rng) for _ in range(self.warmup)]  # with replacement, as the reference
+        scores = self._scores(store, pool)
+        keep = [(c, s) for c, s in zip(pool, scores) if s is not None]
+        self.strategy.warm_up([c for c, _ in keep], [s for _, s in keep])
+        return len(pool)
+
+    def _scores(self, store: Store, candidates: Sequence[Any]) -> list[float | None]:
+        assert self.proxy is not None
+        res = evaluate_all(self.space, candidates, [self.proxy.estimator], store, executor=self.executor,
+                           progress=False)
+        vals = res.evaluations[self.proxy.estimator.name]
+        out = []
+        for c in candidates:
+            e = vals.get(self.space.identity(c))
+            v = self.proxy.of(e.value) if e is not None and e.ok else None
+            out.append(None if v is None else (v if self.proxy.maximize else -v))
+        return out
+
+    def _step(self, store: Store, asked: list[Any], trials: list[TrialRecord]) -> list[tuple[TrialRecord, Any]]:
+        """Check the constraints, evaluate what meets them, and record a trial per asked candidate.
+
+        A candidate whose key was evaluated before in this study (the same or an equivalent candidate) is not
+        evaluated or counted again: it is told the earlier result.
+        """
+        from ..search.base import Trial
+
+        fresh = []
+        for c in asked:
+            k = self.space.key(c)
+            if k not in self._by_key and k not in {self.space.key(f) for f in fresh}:
+                fresh.append(c)
+        ids = [self.space.identity(c) for c in fresh]
+        values: dict[str, dict[str, float | None]] = {i: {} for i in ids}
+        feasible = dict.fromkeys(ids, True)
+        if self.constraints and fresh:
+            res = evaluate_all(self.space, fresh, [c.estimator for c in self.constraints], store,
+                               executor=self.executor, progress=False)
+            for c in self.constraints:
+                for i in ids:
+                    v = res.value(i, c.estimator.name)
+                    values[i][c.name] = _field(v, c.field)
+                    feasible[i] = feasible[i] and c.holds(v)
+        ok = [c for c, i in zip(fresh, ids) if feasible[i]]
+        if ok:
+            objectives = [self.objective, *self.secondary]
+            estimators = list({o.estimator.name: o.estimator for o in objectives}.values())
+            res = evaluate_all(self.space, ok, estimators, store, executor=self.executor, progress=False)
+            for o in objectives:
+                for c in ok:
+                    i = self.space.identity(c)
+                    values[i][o.name] = o.of(res.value(i, o.estimator.name))
+        told = []
+        for c in asked:
+            k, i = self.space.key(c), self.space.identity(c)
+            earlier = self._by_key.get(k)
+            if earlier is not None:
+                record = TrialRecord(len(trials), i, earlier.feasible, earlier.objective, dict(earlier.values),
+                                     evaluated=False, repeat_of=earlier.number)
+            else:
+                obj = values[i].get(self.objective.name) if feasible[i] else None
+                record = TrialRecord(len(trials), i, feasible[i], obj, values[i], evaluated=feasible[i])
+                self._by_key[k] = record
+            trials.append(record)
+            obj = record.objective
+            signed = None if obj is None else (obj if self.objective.maximize else -obj)
+            told.append((record, Trial(c, signed, record.feasible)))
+        return told
+
+
+class _Bar:
+    def __init__(self, enabled: bool, description: str, total: int) -> None:
+        self.enabled, self.description, self.total = enabled, description, total
+        self._bar: Any = None
+        self._task: Any = None
+
+    def __enter__(self) -> _Bar:
+        if self.enabled:
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self._bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TimeElapsedColumn(), console=Console(stderr=True))
+            self._bar.__enter__()
+            self._task = self._bar.add_task(self.description, total=self.total)
+        return self
+
+    def advance(self) -> None:
+        if self._bar is not None:
+            self._bar.advance(self._task)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.__exit__(*exc)
