@@ -145,7 +145,7 @@ def kill_trials(trials: int, cells: int, tmp: Path, seed: int) -> dict[str, Any]
         d.mkdir()
         store, log, committed = d / "s.sqlite", d / "computed.txt", d / "committed.txt"
         cmd = [sys.executable, __file__, "--child", str(store), str(log), str(committed), str(cells)]
-        delay = rng.uniform(1.5, 12.0)
+        delay = rng.uniform(3.0, 25.0)
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(delay)
         finished_before_kill = proc.poll() is not None
@@ -264,7 +264,7 @@ def main() -> None:
     ap.add_argument("--cells", type=int, default=200, help="cells of the throughput run")
     ap.add_argument("--executors", default="inline,process,ray")
     ap.add_argument("--trials", type=int, default=10)
-    ap.add_argument("--kill-cells", type=int, default=40)
+    ap.add_argument("--kill-cells", type=int, default=150)
     ap.add_argument("--baseline", default="fb290f5", help="commit to compare CLI start-up against")
     ap.add_argument("--child", nargs=4, metavar=("STORE", "LOG", "COMMITTED", "CELLS"), help=argparse.SUPPRESS)
     args = ap.parse_args()

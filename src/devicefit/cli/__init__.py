@@ -25,6 +25,7 @@ from . import demo as _demo  # noqa: E402,F401
 from . import foundation as _foundation  # noqa: E402,F401
 from . import predictor as _predictor  # noqa: E402,F401
 from . import proxies as _proxies  # noqa: E402,F401
+from . import search as _search  # noqa: E402,F401
 from . import space as _space  # noqa: E402,F401
 
 

@@ -1,7 +1,9 @@
 """Search strategies behind one ask/tell interface (:class:`Strategy`), one file each.
 
 - ``random``: random search, with zero-cost warm-up (:mod:`.random_search`);
-- ``evolution``: aging evolution, with zero-cost warm-up and move (:mod:`.evolution`).
+- ``evolution``: aging evolution, with zero-cost warm-up and move (:mod:`.evolution`);
+- ``reinforce``: REINFORCE over per-decision categoricals, with zero-cost warm-up and move (:mod:`.reinforce`);
+- ``optuna``: any Optuna sampler (TPE, NSGA-II, random) on an in-memory Optuna study (:mod:`.optuna_sampler`).
 
     strategy = make_strategy("evolution", space, seed=0, move=True)
 """
@@ -13,9 +15,12 @@ from typing import Any
 from ..errors import InputError
 from .base import Scorer, Strategy, Trial
 from .evolution import AgingEvolution
+from .optuna_sampler import MultiObjectiveTrial, OptunaSearch
 from .random_search import RandomSearch
+from .reinforce import ReinforceSearch
 
-STRATEGIES: dict[str, type[Strategy]] = {"random": RandomSearch, "evolution": AgingEvolution}
+STRATEGIES: dict[str, type[Strategy]] = {"random": RandomSearch, "evolution": AgingEvolution,
+                                         "reinforce": ReinforceSearch, "optuna": OptunaSearch}
 
 
 def make_strategy(name: str, space: Any, seed: int = 0, **options: Any) -> Strategy:
@@ -30,4 +35,5 @@ def make_strategy(name: str, space: Any, seed: int = 0, **options: Any) -> Strat
     return strategy
 
 
-__all__ = ["STRATEGIES", "AgingEvolution", "RandomSearch", "Scorer", "Strategy", "Trial", "make_strategy"]
+__all__ = ["STRATEGIES", "AgingEvolution", "MultiObjectiveTrial", "OptunaSearch", "RandomSearch", "ReinforceSearch",
+           "Scorer", "Strategy", "Trial", "make_strategy"]

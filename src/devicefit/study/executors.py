@@ -106,6 +106,8 @@ def _process_worker(space: Space, estimators: Sequence[Estimator], tasks: Any, r
     import queue
 
     _die_with_parent()
+    if os.getppid() != parent:  # the driver died while this worker was starting: the signal came too early
+        return
     try:
         import torch
 
@@ -125,7 +127,7 @@ def _process_worker(space: Space, estimators: Sequence[Estimator], tasks: Any, r
             if os.getppid() != parent:
                 return
             continue
-        if unit is None:
+        if unit is None or os.getppid() != parent:  # no orphan computes on after its driver is gone
             return
         results.put(("done", run_unit(space, estimators, unit)))
 

@@ -128,10 +128,26 @@ class SearchResult:
     settings: dict[str, Any]
     seconds: float
     warmup_scored: int = 0
+    #: what the caller adds after the run: the truth re-check of predicted constraints, test accuracy, ...
+    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def best_candidate(self) -> Any:
         return None if self.best is None else self.space.from_identity(self.best.candidate)
+
+    def best_at(self, points: Sequence[int] = (10, 25, 50, 100, 200, 300)) -> dict[int, float | None]:
+        """The best objective after each of ``points`` evaluations (those within the run)."""
+        return {n: self.best_so_far[n - 1] for n in points if n <= len(self.best_so_far)}
+
+    def summary(self) -> dict[str, Any]:
+        """Plain JSON: settings, counts, the best candidate and its values, the curve, and the extras."""
+        best = None if self.best is None else {
+            "candidate": self.space.to_json(self.best_candidate), "values": self.best.values,
+            "trial": self.best.number}
+        return {"strategy": self.settings["strategy"]["name"], "objective": self.objective.name,
+                "evaluations": self.evaluations, "rejected": self.rejected, "warmup_scored": self.warmup_scored,
+                "seconds": self.seconds, "best": best, "best_at": self.best_at(), "settings": self.settings,
+                **self.extra}
 
 
 class Study:

@@ -1,0 +1,70 @@
+"""``devicefit search``: the most accurate NB201 cell under a device budget (thin over :func:`devicefit.search`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import typer
+
+from . import app
+from .common import DataDirOption, JsonOption, clean_errors, print_json
+
+STRATEGY_NAMES = ("random", "evolution", "reinforce", "brp", "optuna")
+EXECUTOR_NAMES = ("inline", "process", "ray")
+
+
+@app.command("search")
+@clean_errors
+def search_command(
+    space: Literal["nb201"] = typer.Option("nb201", "--space", help="Search space."),
+    objective: str = typer.Option("c10_val_200ep", "--objective", help="NB201 accuracy column to maximise "
+                                  "(validation accuracy is the search signal; test accuracy is reported)."),
+    strategy: Literal[STRATEGY_NAMES] = typer.Option("evolution", "--strategy", help="Search strategy."),
+    budget: int = typer.Option(100, "--budget", min=1, help="Objective evaluations of distinct candidates."),
+    store: Path = typer.Option(..., "--store", help="Results store (SQLite); rerun the same command to resume."),
+    seed: int = typer.Option(0, "--seed", min=0, help="Seed of the strategy and the warm-up pool."),
+    device: str = typer.Option(None, "--device", help="Device whose latency is constrained (see devicefit devices)."),
+    max_latency: float = typer.Option(None, "--max-latency", help="Latency budget on --device, ms."),
+    latency_from: Literal["table", "predictor"] = typer.Option(
+        "table", "--latency-from", help="Judge latency by the device table, or by a saved --predictor (re-checked "
+        "against the table at the end)."),
+    predictor: Path = typer.Option(None, "--predictor", help="Saved latency predictor (devicefit predictor fit)."),
+    max_macs: float = typer.Option(None, "--max-macs", min=0, help="MACs budget (counted)."),
+    max_params: float = typer.Option(None, "--max-params", min=0, help="Parameter budget (counted)."),
+    warmup: int = typer.Option(0, "--warmup", min=0, help="Zero-cost warm-up: score this many random cells with "
+                               "--proxy first (arXiv 2101.08134; the paper used 3000)."),
+    proxy: str = typer.Option("synflow", "--proxy", help="Zero-cost proxy of --warmup and --move."),
+    move: bool = typer.Option(False, "--move", help="Zero-cost move: evolution mutates to the best-scored neighbour."),
+    executor: Literal[EXECUTOR_NAMES] = typer.Option("inline", "--executor", help="Where evaluations run."),
+    workers: int = typer.Option(2, "--workers", min=1, help="Processes (process) or CPUs (local ray)."),
+    ray_address: str = typer.Option(None, "--ray-address", help="A running Ray cluster (with --executor ray)."),
+    data_dir: Path = DataDirOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Search a space for the most accurate network that meets a latency, MACs or size budget."""
+    from ..study.search_job import search
+
+    result = search(space, objective=objective, strategy=strategy, budget=budget, store=store, seed=seed,
+                    device=device, max_latency_ms=max_latency, latency_from=latency_from, predictor=predictor,
+                    max_macs=max_macs, max_params=max_params, warmup=warmup, proxy=proxy, move=move,
+                    executor=executor, workers=workers, ray_address=ray_address, data_dir=data_dir,
+                    progress=not as_json)
+    summary = result.summary()
+    if as_json:
+        print_json(summary)
+        return
+    from rich.console import Console
+
+    con = Console(highlight=False)
+    best = summary["best"]
+    con.print(f"[bold]{summary['strategy']}[/bold]: {summary['evaluations']} evaluations, "
+              f"{summary['rejected']} candidates rejected by the constraints first, {summary['seconds']:.1f} s")
+    if best is None:
+        con.print("[yellow]no feasible candidate found[/yellow]")
+        return
+    con.print(f"best: [bold]{best['candidate']}[/bold]")
+    for k, v in best["values"].items():
+        con.print(f"  {k}: {v:.4g}" if isinstance(v, float) else f"  {k}: {v}")
+    curve = summary["best_at"]
+    con.print("best so far after " + ", ".join(f"{n}: {v:.2f}" for n, v in curve.items() if v is not None))

@@ -1,0 +1,167 @@
+"""``search(...)``: fit a network to a device — the most accurate NB201 cell under a latency or size budget.
+
+What ``devicefit search`` runs, one call in Python::
+
+    import devicefit
+    result = devicefit.search(objective="c10_val_200ep", strategy="evolution", budget=100,
+                              device="pixel3", max_latency_ms=12.0, warmup=3000, move=True,
+                              store="runs/pixel3.sqlite")
+    result.best_candidate, result.best.values
+
+Every setting is checked before any work: the objective column, the device, the strategy and its options,
+a constraint no cell can meet (below the fastest cell of the device's table), a budget that cannot cover
+the strategy's initial population. The latency constraint is checked before the objective is evaluated
+(cheap first); with ``latency_from="predictor"`` a saved predictor judges candidates during the search and
+the device table re-checks the answer at the end, and the result says how many predicted-feasible
+candidates were truly feasible.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from ..errors import InputError
+from .estimators import BenchmarkAccuracy, CountedCost, DeviceTableLatency, PredictedCost, ZeroCostProxies
+from .executors import make_executor
+from .study import Constraint, Objective, SearchResult, Study
+
+#: The proxy data set for an objective column: proxies are computed on the objective's images.
+_DATASET_OF_PREFIX = {"c10": "cifar10", "c100": "cifar100", "in16": "imagenet16"}
+
+
+def proxy_dataset(column: str) -> str:
+    prefix = column.split("_", 1)[0].replace("valid", "")
+    if prefix not in _DATASET_OF_PREFIX:
+        raise InputError(f"cannot tell the data set of objective column {column!r} (expected c10*, c100* or in16*)")
+    return _DATASET_OF_PREFIX[prefix]
+
+
+def search(
+    space: str = "nb201",
+    *,
+    objective: str = "c10_val_200ep",
+    strategy: str = "evolution",
+    budget: int = 100,
+    store: str | os.PathLike[str],
+    seed: int = 0,
+    device: str | None = None,
+    max_latency_ms: float | None = None,
+    latency_from: str = "table",
+    predictor: str | os.PathLike[str] | None = None,
+    max_macs: float | None = None,
+    max_params: float | None = None,
+    warmup: int = 0,
+    proxy: str = "synflow",
+    move: bool = False,
+    executor: str = "inline",
+    workers: int = 2,
+    ray_address: str | None = None,
+    data_dir: str | os.PathLike[str] | None = None,
+    strategy_options: dict[str, Any] | None = None,
+    name: str = "search",
+    progress: bool = True,
+) -> SearchResult:
+    """Search ``space`` for the best ``objective`` (an NB201 accuracy column) under the given constraints.
+
+    ``latency_from``: ``table`` (the device's measured table), or ``predictor`` (a saved predictor file,
+    ``predictor=PATH``, checked against the table at the end). ``warmup``/``proxy``/``move``: zero-cost
+    warm-up and move (arXiv 2101.08134). See the module docstring.
+    """
+    from ..search import make_strategy
+    from ..spaces import get_space
+
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise InputError(f"seed must be a non-negative integer, got {seed!r}")
+    sp = get_space(space)
+    goal = Objective(BenchmarkAccuracy(objective, data_dir))
+    constraints: list[Constraint] = []
+    if (device is None) != (max_latency_ms is None):
+        raise InputError("a latency budget needs both --device and --max-latency")
+    if device is not None:
+        assert max_latency_ms is not None
+        truth = DeviceTableLatency(device, data_dir)
+        latencies = truth._table.values
+        meeting = len({sp.key(c) for c, v in latencies.items() if v <= max_latency_ms})  # distinct candidates
+        if meeting < budget:
+            raise InputError(f"only {meeting} distinct cells of {device} meet --max-latency {max_latency_ms} ms (its "
+                             f"fastest takes {min(latencies.values()):.4g} ms), fewer than the budget of {budget} "
+                             "evaluations")
+        if latency_from == "table":
+            constraints.append(Constraint(truth, upper=max_latency_ms))
+        elif latency_from == "predictor":
+            if predictor is None:
+                raise InputError("latency_from='predictor' needs a saved predictor file (--predictor PATH)")
+            est = PredictedCost(str(predictor))
+            if est.device != device:
+                raise InputError(f"predictor {str(predictor)!r} is for device {est.device!r}, not {device!r}")
+            constraints.append(Constraint(est, upper=max_latency_ms, truth=truth))
+        else:
+            raise InputError(f"latency_from must be 'table' or 'predictor', got {latency_from!r}")
+    if max_macs is not None or max_params is not None:
+        cost = CountedCost()
+        if max_macs is not None:
+            constraints.append(Constraint(cost, upper=float(max_macs), field="macs"))
+        if max_params is not None:
+            constraints.append(Constraint(cost, upper=float(max_params), field="params"))
+    options = dict(strategy_options or {})
+    if move and strategy == "evolution":
+        options.setdefault("move", True)
+    strat = make_strategy(strategy, sp, seed=seed, **options)
+    initial = getattr(strat, "population_size", 0)
+    if budget < initial:
+        raise InputError(f"budget {budget} is below the {initial} evaluations that {strategy}'s initial population "
+                         "takes; give a larger --budget or a smaller population")
+    if (warmup or move) and strategy not in ("random", "evolution", "reinforce", "brp"):
+        raise InputError(f"zero-cost warm-up and move are defined for random, evolution, reinforce and brp, "
+                         f"not {strategy}")
+    if move and strategy == "random":
+        raise InputError("zero-cost move needs a strategy with moves (evolution, reinforce); random has none")
+    zc = None
+    if warmup or move:
+        zc = Objective(ZeroCostProxies((proxy,), dataset=proxy_dataset(objective), seed=seed, data_dir=data_dir),
+                       field=f"scores.{proxy}")
+    runner = make_executor(executor, workers=workers, address=ray_address)
+    study = Study(sp, goal, strat, budget, Path(store), constraints=constraints, executor=runner, warmup=warmup,
+                  proxy=zc, move=move, seed=seed, name=name, progress=progress)
+    result = study.run()
+    _add_truth(result, constraints, Path(store), runner)
+    test_column = _test_column(objective, goal)
+    if test_column and result.best is not None:
+        result.extra["best_test"] = {test_column: goal.estimator._table.value(result.best_candidate, test_column)}
+    return result
+
+
+def _test_column(objective: str, goal: Objective) -> str | None:
+    """The test-accuracy column that goes with a validation objective (reported, never searched on)."""
+    for a, b in (("_val_", "_test_"), ("valid_valid", "valid_test")):
+        if a in objective and objective.replace(a, b) in goal.estimator._table.columns:
+            return objective.replace(a, b)
+    return None
+
+
+def _add_truth(result: SearchResult, constraints: list[Constraint], store: Path, runner: Any) -> None:
+    """Re-check predicted constraints against their truth on every candidate judged feasible."""
+    from .loop import evaluate_all
+
+    checked = [c for c in constraints if c.truth is not None]
+    if not checked:
+        return
+    feasible = [t for t in result.trials if t.evaluated and t.feasible]
+    cands = [result.space.from_identity(t.candidate) for t in feasible]
+    res = evaluate_all(result.space, cands, [c.truth for c in checked], store, executor=runner, progress=False)
+    report = {}
+    for c in checked:
+        assert c.truth is not None
+        truth = {t.candidate: res.value(t.candidate, c.truth.name) for t in feasible}
+        ok = [i for i, v in truth.items() if c.holds(v)]
+        over = [100.0 * (float(v["value"]) / c.upper - 1.0) for v in truth.values()
+                if v is not None and c.upper is not None and not c.holds(v)]
+        report[c.name] = {
+            "truth": c.truth.name, "predicted_feasible": len(feasible), "truly_feasible": len(ok),
+            "share_truly_feasible": len(ok) / len(feasible) if feasible else None,
+            "worst_violation_pct": max(over) if over else 0.0,
+            "best_truly_feasible": None if result.best is None else result.best.candidate in ok,
+        }
+    result.extra["feasibility"] = report
