@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 
 from devicefit.errors import InputError
-from devicefit.search.base import Strategy, Trial
-from devicefit.search.optuna_sampler import MultiObjectiveTrial, OptunaSearch
-from devicefit.search.reinforce import ReinforceSearch, percentile_ranks
 from devicefit.spaces.base import CategoricalSpace
+from devicefit.strategies.base import Strategy, Trial
+from devicefit.strategies.optuna_sampler import MultiObjectiveTrial, OptunaSearch
+from devicefit.strategies.reinforce import ReinforceSearch, percentile_ranks
 from devicefit.study.study import Constraint, Objective, Study
 
 from .toy_study import BitSpace, IntSpace, NoisyProxy, Weighted

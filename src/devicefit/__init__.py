@@ -5,6 +5,8 @@ from their packages on first use::
 
     import devicefit
     devicefit.count_model(model, (3, 32, 32))      # imports devicefit.hardware (and torch) now
+    result = devicefit.search(objective="c10_val_200ep", device="pixel3", max_latency_ms=12, budget=100,
+                              store="runs/pixel3.sqlite")
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ if TYPE_CHECKING:
     from .proxies import compute_proxies
     from .spaces import get_space
     from .study import evaluate_all
+    from .study.search_job import search
 
 #: Verb -> "module:attribute", imported on first access.
 _VERBS: dict[str, str] = {
@@ -31,6 +34,7 @@ _VERBS: dict[str, str] = {
     "get_space": "devicefit.spaces:get_space",
     "make_predictor": "devicefit.predictors:make_predictor",
     "load_model_file": "devicefit.models:load_model_file",
+    "search": "devicefit.study.search_job:search",
 }
 
 
@@ -57,4 +61,5 @@ __all__ = [
     "load_model_file",
     "make_predictor",
     "measure_latency",
+    "search",
 ]

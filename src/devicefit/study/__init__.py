@@ -17,12 +17,15 @@ from .estimators import (
 from .executors import EXECUTORS, Executor, InlineExecutor, Outcome, ProcessExecutor, RayExecutor, make_executor
 from .loop import EvaluationResults, evaluate_all
 from .pareto import hypervolume_2d, pareto_front, pareto_mask
+from .search_job import search
 from .store import Evaluation, Store, StoreError, StoreLockedError
+from .study import Constraint, Objective, SearchResult, Study, TrialRecord
 from .tasks import TaskGrid
 
 __all__ = [
     "EXECUTORS",
     "BenchmarkAccuracy",
+    "Constraint",
     "CountedCost",
     "DeviceTableLatency",
     "Estimator",
@@ -32,14 +35,18 @@ __all__ = [
     "Executor",
     "InlineExecutor",
     "MeasuredLatency",
+    "Objective",
     "Outcome",
     "PredictedCost",
     "ProcessExecutor",
     "RayExecutor",
+    "SearchResult",
     "Store",
     "StoreError",
     "StoreLockedError",
+    "Study",
     "TaskGrid",
+    "TrialRecord",
     "ZeroCostProxies",
     "candidate_seed",
     "evaluate_all",
@@ -48,4 +55,5 @@ __all__ = [
     "make_executor",
     "pareto_front",
     "pareto_mask",
+    "search",
 ]

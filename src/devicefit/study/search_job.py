@@ -3,7 +3,7 @@
 What ``devicefit search`` runs, one call in Python::
 
     import devicefit
-    result = devicefit.search(objective="c10_val_200ep", strategy="evolution", budget=100,
+    result = devicefit.strategies(objective="c10_val_200ep", strategy="evolution", budget=100,
                               device="pixel3", max_latency_ms=12.0, warmup=3000, move=True,
                               store="runs/pixel3.sqlite")
     result.best_candidate, result.best.values
@@ -69,8 +69,8 @@ def search(
     ``predictor=PATH``, checked against the table at the end). ``warmup``/``proxy``/``move``: zero-cost
     warm-up and move (arXiv 2101.08134). See the module docstring.
     """
-    from ..search import make_strategy
     from ..spaces import get_space
+    from ..strategies import make_strategy
 
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise InputError(f"seed must be a non-negative integer, got {seed!r}")
@@ -108,6 +108,8 @@ def search(
     options = dict(strategy_options or {})
     if move and strategy == "evolution":
         options.setdefault("move", True)
+    if strategy == "brp":
+        options.setdefault("budget", budget)  # the paper's M: rounds of budget // iterations
     strat = make_strategy(strategy, sp, seed=seed, **options)
     initial = getattr(strat, "population_size", 0)
     if budget < initial:

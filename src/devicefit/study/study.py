@@ -278,7 +278,7 @@ class Study:
         A candidate whose key was evaluated before in this study (the same or an equivalent candidate) is not
         evaluated or counted again: it is told the earlier result.
         """
-        from ..search.base import Trial
+        from ..strategies.base import Trial
 
         fresh = []
         for c in asked:

@@ -3,6 +3,7 @@
 - ``random``: random search, with zero-cost warm-up (:mod:`.random_search`);
 - ``evolution``: aging evolution, with zero-cost warm-up and move (:mod:`.evolution`);
 - ``reinforce``: REINFORCE over per-decision categoricals, with zero-cost warm-up and move (:mod:`.reinforce`);
+- ``brp``: BRP-NAS, a binary-relation GCN accuracy predictor with iterative data selection (:mod:`.brp`);
 - ``optuna``: any Optuna sampler (TPE, NSGA-II, random) on an in-memory Optuna study (:mod:`.optuna_sampler`).
 
     strategy = make_strategy("evolution", space, seed=0, move=True)
@@ -14,13 +15,14 @@ from typing import Any
 
 from ..errors import InputError
 from .base import Scorer, Strategy, Trial
+from .brp import BRPSearch
 from .evolution import AgingEvolution
 from .optuna_sampler import MultiObjectiveTrial, OptunaSearch
 from .random_search import RandomSearch
 from .reinforce import ReinforceSearch
 
 STRATEGIES: dict[str, type[Strategy]] = {"random": RandomSearch, "evolution": AgingEvolution,
-                                         "reinforce": ReinforceSearch, "optuna": OptunaSearch}
+                                         "reinforce": ReinforceSearch, "brp": BRPSearch, "optuna": OptunaSearch}
 
 
 def make_strategy(name: str, space: Any, seed: int = 0, **options: Any) -> Strategy:
@@ -35,5 +37,5 @@ def make_strategy(name: str, space: Any, seed: int = 0, **options: Any) -> Strat
     return strategy
 
 
-__all__ = ["STRATEGIES", "AgingEvolution", "MultiObjectiveTrial", "OptunaSearch", "RandomSearch", "ReinforceSearch",
-           "Scorer", "Strategy", "Trial", "make_strategy"]
+__all__ = ["STRATEGIES", "AgingEvolution", "BRPSearch", "MultiObjectiveTrial", "OptunaSearch", "RandomSearch",
+           "ReinforceSearch", "Scorer", "Strategy", "Trial", "make_strategy"]

@@ -1,5 +1,5 @@
 """Any Optuna sampler (TPE, Bergstra et al., NeurIPS 2011; NSGA-II, Deb et al., 2002; random) behind the
-ask/tell :class:`~devicefit.search.Strategy` interface, on an in-memory Optuna study (Akiba et al., KDD 2019,
+ask/tell :class:`~devicefit.strategies.Strategy` interface, on an in-memory Optuna study (Akiba et al., KDD 2019,
 arXiv 1907.10902).
 
 Each decision of a :class:`~devicefit.spaces.CategoricalSpace` is one Optuna parameter, named by

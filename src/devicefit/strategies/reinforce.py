@@ -37,7 +37,7 @@ What the ask/tell loop changes, and the choices made here:
 Implementation: the policy is a few dozen numbers, so it is kept in NumPy float64 with the analytic gradient
 of the loss, ``(softmax - onehot(choices)) * advantage``, and the update of ``torch.optim.Adam`` (defaults:
 betas 0.9 / 0.999, eps 1e-8) written out; it matches torch's autograd and Adam to float64 rounding, costs
-microseconds instead of a torch dispatch per step, and keeps ``import devicefit.search`` free of torch.
+microseconds instead of a torch dispatch per step, and keeps ``import devicefit.strategies`` free of torch.
 Every random number (initial logits, samples) comes from ``self.rng``, so ``state_dict`` (plain JSON: logits,
 Adam's step and moments, the baseline's numerator and denominator, the penalty, the asked keys and the rng)
 restores the strategy exactly.
