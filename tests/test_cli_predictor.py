@@ -200,7 +200,7 @@ def test_cli_module_imports_no_heavy_library_at_module_level() -> None:
     names |= {n.module.split(".")[0] for n in top if isinstance(n, ast.ImportFrom) and n.level == 0 and n.module}
     assert not names & {"torch", "numpy", "pandas", "scipy", "rich"}, names
     ours = {n.module for n in top if isinstance(n, ast.ImportFrom) and n.level > 0}
-    assert ours <= {"errors", "predictors.registry", None, "common"}, ours
+    assert ours <= {"errors", "predictors.kinds", None, "common"}, ours
 
 
 def test_real_device_flops_evaluate(data_root) -> None:

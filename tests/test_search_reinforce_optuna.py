@@ -317,7 +317,7 @@ def test_ragged_decisions() -> None:
 
 @needs_optuna
 def test_nb201_space() -> None:
-    from devicefit.spaces.nb201 import NB201Space
+    from devicefit.spaces import NB201Space
 
     space = NB201Space()
     for strategy in (ReinforceSearch(space, seed=0), OptunaSearch(space, seed=0)):

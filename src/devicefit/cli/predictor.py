@@ -14,7 +14,7 @@ from typing import Any
 import typer
 
 from ..errors import InputError
-from ..predictors.registry import PREDICTOR_KINDS, UNITS
+from ..predictors.kinds import PREDICTOR_KINDS, UNITS
 from . import app
 from .common import DataDirOption, JsonOption, clean_errors, print_json
 

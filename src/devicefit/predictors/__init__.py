@@ -24,10 +24,11 @@ from __future__ import annotations
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
-from .registry import PREDICTOR_KINDS, TRUNK_KIND, UNITS, make_predictor, predictor_class
+from .kinds import PREDICTOR_KINDS, TRUNK_KIND, UNITS
+from .registry import load_predictor, make_predictor, predictor_class
 
 if TYPE_CHECKING:
-    from .base import NotFittedError, Predictor, check_seed, evaluate, load_predictor, split_table
+    from .base import NotFittedError, Predictor, check_seed, evaluate, split_table
     from .ceiling import MeasurementCeiling, measurement_ceiling
     from .config import TrainConfig
     from .flops import FlopsPredictor, cell_macs_params
@@ -41,7 +42,7 @@ if TYPE_CHECKING:
 
 _LAZY = {
     "NotFittedError": "base", "Predictor": "base", "check_seed": "base", "evaluate": "base",
-    "load_predictor": "base", "split_table": "base",
+    "split_table": "base",
     "MeasurementCeiling": "ceiling", "measurement_ceiling": "ceiling",
     "TrainConfig": "config",
     "BinaryRelationPredictor": "relation", "RelationTrainConfig": "relation",

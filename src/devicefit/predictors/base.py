@@ -24,7 +24,7 @@ import numpy as np
 from ..errors import InputError, UnknownNameError
 from ..spaces import EncodableSpace, NB201Space, get_space
 from .io import PredictorFileError, load_arrays, save_arrays
-from .registry import UNITS
+from .kinds import UNITS
 
 if TYPE_CHECKING:
     from ..data.latency_table import LatencyTable
@@ -168,11 +168,36 @@ class Predictor(ABC):
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], *, space: EncodableSpace[Any] | None = None) -> Predictor:
-        """Read a saved predictor; ``space`` (default: rebuilt from the file) must be the one it was fitted on."""
+        """Read a saved predictor of this kind; ``space`` (default: rebuilt from the file) must be the one it was
+        fitted on. :func:`devicefit.predictors.load_predictor` reads any kind."""
+        if cls is Predictor:
+            raise InputError("Predictor.load needs a concrete predictor class; use load_predictor(path) for any kind")
         meta, arrays = load_arrays(path)
-        if cls is not Predictor and meta.get("kind") != cls.name:
+        if meta.get("kind") != cls.name:
             raise PredictorFileError(f"{str(path)!r} holds a {meta.get('kind')!r} predictor, not {cls.name!r}")
-        return _from_meta(meta, arrays, path, space)
+        return cls.from_saved(meta, arrays, path, space)
+
+    @classmethod
+    def from_saved(
+        cls, meta: dict[str, Any], arrays: dict[str, np.ndarray], path: str | os.PathLike[str],
+        space: EncodableSpace[Any] | None,
+    ) -> Predictor:
+        """A predictor of this class from a checked file's metadata and arrays."""
+        pred = cls.__new__(cls)
+        Predictor.__init__(pred, space=space_from_settings(meta.get("space"), space, path))
+        try:
+            pred._restore(dict(meta["params"]), arrays)
+            pred.device = str(meta["device"])
+            pred.unit = str(meta["unit"])
+            pred.n_train = int(meta["n_train"])
+            pred.fit_seconds = float(meta.get("fit_seconds", math.nan))
+            pred.metrics = dict(meta.get("metrics", {}))
+        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+            raise PredictorFileError(f"{str(path)!r}: metadata does not fit a {cls.name} predictor: {exc!r}") from exc
+        if pred.n_train < 1 or pred.unit not in UNITS:
+            raise PredictorFileError(f"{str(path)!r}: n_train must be >= 1 and unit one of {UNITS}, got "
+                                     f"{pred.n_train} and {pred.unit!r}")
+        return pred
 
     # -- shared checks ----------------------------------------------------------------------------
     def _training_set(
@@ -215,41 +240,6 @@ def space_from_settings(
         raise PredictorFileError(
             f"{str(path)!r}: its space {settings} cannot be rebuilt ({exc}); pass the space it was fitted on"
         ) from exc
-
-
-def _from_meta(
-    meta: dict[str, Any], arrays: dict[str, np.ndarray], path: str | os.PathLike[str], space: EncodableSpace[Any] | None
-) -> Predictor:
-    from .registry import PREDICTOR_KINDS, TRUNK_KIND, predictor_class
-
-    kind = meta.get("kind")
-    if kind == TRUNK_KIND:
-        raise PredictorFileError(
-            f"{str(path)!r} is a pre-trained transfer trunk, not a predictor: use it with load_trunk() or --trunk"
-        )
-    if kind not in PREDICTOR_KINDS:
-        raise PredictorFileError(f"{str(path)!r}: unknown predictor kind {kind!r}; known: {', '.join(PREDICTOR_KINDS)}")
-    cls = predictor_class(kind)
-    pred = cls.__new__(cls)
-    Predictor.__init__(pred, space=space_from_settings(meta.get("space"), space, path))
-    try:
-        pred._restore(dict(meta["params"]), arrays)
-        pred.device = str(meta["device"])
-        pred.unit = str(meta["unit"])
-        pred.n_train = int(meta["n_train"])
-        pred.fit_seconds = float(meta.get("fit_seconds", math.nan))
-        pred.metrics = dict(meta.get("metrics", {}))
-    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
-        raise PredictorFileError(f"{str(path)!r}: metadata does not fit a {kind} predictor: {exc!r}") from exc
-    if pred.n_train < 1 or pred.unit not in UNITS:
-        raise PredictorFileError(f"{str(path)!r}: n_train must be >= 1 and unit one of {UNITS}, got "
-                                 f"{pred.n_train} and {pred.unit!r}")
-    return pred
-
-
-def load_predictor(path: str | os.PathLike[str], *, space: EncodableSpace[Any] | None = None) -> Predictor:
-    """Load any saved predictor (the kind and space are read from its metadata; see :meth:`Predictor.load`)."""
-    return Predictor.load(path, space=space)
 
 
 def split_table(table: LatencyTable, n_train: int, seed: int) -> tuple[list[Any], list[Any]]:

@@ -3,21 +3,17 @@
 from __future__ import annotations
 
 import inspect
+import os
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 from ..errors import InputError, UnknownNameError
+from .kinds import PREDICTOR_KINDS, TRUNK_KIND, UNITS
 
 if TYPE_CHECKING:
     from ..spaces import EncodableSpace
     from .base import Predictor
 
-#: Registry names of the predictor kinds, in order of sophistication.
-PREDICTOR_KINDS: tuple[str, ...] = ("flops", "layerwise", "mlp", "gcn", "transfer")
-#: The ``kind`` of a saved transfer trunk file (not a predictor).
-TRUNK_KIND = "transfer-trunk"
-#: Units of the values a predictor is fitted on: latency in milliseconds, energy in millijoules.
-UNITS: tuple[str, ...] = ("ms", "mJ")
 _CLASSES = {
     "flops": ("flops", "FlopsPredictor"),
     "layerwise": ("layerwise", "LayerwisePredictor"),
@@ -49,4 +45,20 @@ def make_predictor(kind: str, *, space: EncodableSpace[Any] | None = None, **opt
     return cls(space=space, **options)
 
 
-__all__ = ["PREDICTOR_KINDS", "TRUNK_KIND", "UNITS", "make_predictor", "predictor_class"]
+def load_predictor(path: str | os.PathLike[str], *, space: EncodableSpace[Any] | None = None) -> Predictor:
+    """Load any saved predictor: the kind and the space are read from its metadata (``space``, when given, must
+    be the one it was fitted on); see :meth:`devicefit.predictors.Predictor.load`."""
+    from .io import PredictorFileError, load_arrays
+
+    meta, arrays = load_arrays(path)
+    kind = meta.get("kind")
+    if kind == TRUNK_KIND:
+        raise PredictorFileError(
+            f"{str(path)!r} is a pre-trained transfer trunk, not a predictor: use it with load_trunk() or --trunk"
+        )
+    if kind not in PREDICTOR_KINDS:
+        raise PredictorFileError(f"{str(path)!r}: unknown predictor kind {kind!r}; known: {', '.join(PREDICTOR_KINDS)}")
+    return predictor_class(kind).from_saved(meta, arrays, path, space)
+
+
+__all__ = ["PREDICTOR_KINDS", "TRUNK_KIND", "UNITS", "load_predictor", "make_predictor", "predictor_class"]

@@ -298,9 +298,9 @@ def _win_counts(f: np.ndarray, g: np.ndarray) -> np.ndarray:
 
 def _source_gcn(source: Any, space: EncodableSpace[Any]) -> GCN:
     """The GCN of a latency predictor / transfer trunk given as an object or a saved file."""
-    from .base import load_predictor
     from .io import load_arrays
-    from .registry import TRUNK_KIND
+    from .kinds import TRUNK_KIND
+    from .registry import load_predictor
     from .trunk import load_trunk
 
     if isinstance(source, (str, os.PathLike)):

@@ -37,7 +37,7 @@ from .config import TrainConfig
 from .encoding import MAX_CACHED_ROWS
 from .gcn import GCN, check_graph_params, graph_encoder, graph_params, graph_tensors
 from .io import PredictorFileError, load_arrays, paths_of, save_arrays
-from .registry import TRUNK_KIND
+from .kinds import TRUNK_KIND
 
 if TYPE_CHECKING:
     from ..data.latency_table import LatencyTable

@@ -17,7 +17,6 @@ from .nb201 import (
     OPS,
     ArchStringError,
     NB201Cell,
-    NB201Space,
     all_cells,
     canonical_key,
     cell_graph,
@@ -28,6 +27,7 @@ from .nb201 import (
     space_statistics,
     twin_pairs,
 )
+from .nb201_space import NB201Space
 
 if TYPE_CHECKING:
     from .nb201_model import NB201Network, build_nb201
