@@ -11,8 +11,9 @@ from their packages on first use::
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from devicefit._lazy import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -38,18 +39,7 @@ _VERBS: dict[str, str] = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    target = _VERBS.get(name)
-    if target is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    module, attribute = target.split(":")
-    value = getattr(import_module(module), attribute)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_VERBS))
+__getattr__, __dir__ = lazy_exports(__name__, _VERBS)
 
 
 __all__ = [

@@ -15,8 +15,7 @@ candidates; the paper reports it as pairwise ranking accuracy, not Spearman.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from devicefit._lazy import lazy_exports
 
 from .datasets import DATASETS, DEFAULT_BATCH_SIZE, NUM_CLASSES, TRUTH_COLUMN
 from .result import PROXIES, VOTE_PROXIES, ProxyResult, ProxySpec, check_proxy_names
@@ -34,14 +33,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_LAZY])
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)
 
 
 __all__ = [  # noqa: RUF022 (eager names, then lazy ones)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from devicefit._lazy import lazy_exports
+
 from ..errors import InputError, UnknownNameError
 from .base import CategoricalSpace, EncodableSpace, LabelledGraph, MutableSpace, Space
 from .nb201 import (
@@ -59,12 +61,7 @@ def get_space(name: str, **options: Any) -> Space[Any]:
     return cls(**options)
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        from importlib import import_module
-
-        return getattr(import_module(f".{_LAZY[name]}", __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)
 
 
 __all__ = [
