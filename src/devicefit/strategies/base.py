@@ -55,6 +55,7 @@ class Strategy(ABC, Generic[C]):
         self.seed = seed
         self.rng = random.Random(seed)
         self.scorer: Scorer | None = None
+        self.seen: set[str] = set()  # keys of the candidates asked so far
 
     @abstractmethod
     def ask(self, n: int = 1) -> list[C]:
@@ -87,6 +88,14 @@ class Strategy(ABC, Generic[C]):
         self.seed = int(state["seed"])
 
     # -- helpers for subclasses ------------------------------------------------------------------------
+    def _claim(self, candidate: C) -> bool:
+        """True (and remembered) when no candidate with this key was asked before: the budget buys distinct ones."""
+        k = self.space.key(candidate)
+        if k in self.seen:
+            return False
+        self.seen.add(k)
+        return True
+
     def _to_json(self, candidates: Sequence[C]) -> list[Any]:
         return [self.space.to_json(c) for c in candidates]
 

@@ -36,7 +36,6 @@ class AgingEvolution(Strategy[C]):
         self.population_size, self.tournament, self.move = population, tournament, move
         self.population: list[tuple[C, float]] = []  # oldest first
         self.initial: list[C] = []  # warm-up candidates still to evaluate, best first
-        self.seen: set[str] = set()
         self.pending = 0  # asked, not yet told
 
     def warm_up(self, candidates: Sequence[C], scores: Sequence[float]) -> None:
@@ -81,13 +80,6 @@ class AgingEvolution(Strategy[C]):
             if self._claim(c):
                 return c
         return c
-
-    def _claim(self, c: C) -> bool:
-        k = self.space.key(c)
-        if k in self.seen:
-            return False
-        self.seen.add(k)
-        return True
 
     def tell(self, trials: Sequence[Trial[C]]) -> None:
         for t in trials:

@@ -24,7 +24,6 @@ class RandomSearch(Strategy[C]):
     def __init__(self, space: Any, seed: int = 0) -> None:
         super().__init__(space, seed)
         self.queue: list[C] = []  # warm-up candidates, best proxy score first
-        self.seen: set[str] = set()
 
     def warm_up(self, candidates: Sequence[C], scores: Sequence[float]) -> None:
         order = sorted(range(len(candidates)), key=lambda i: -scores[i])
@@ -49,13 +48,6 @@ class RandomSearch(Strategy[C]):
             if self._claim(c):
                 return c
         return None
-
-    def _claim(self, c: C) -> bool:
-        k = self.space.key(c)
-        if k in self.seen:
-            return False
-        self.seen.add(k)
-        return True
 
     def tell(self, trials: Sequence[Trial[C]]) -> None:
         """Random search learns nothing from results."""
