@@ -56,6 +56,10 @@ def test_info_without_data(monkeypatch: pytest.MonkeyPatch) -> None:
     assert out["arch_str"] == ARCH and out["nb201_index"] is None
     assert out["cost"]["flops"] == 2 * out["cost"]["macs"] > 0
     assert out["accuracy_pct"] == {} and out["latency_ms"] == {}
+    assert out["cost"]["how"] == "closed form" and out["cost"]["peak_activation_bytes"] is None
+    counted = _json(["info", ARCH, "--json", "--memory"])["cost"]
+    assert counted["how"] == "counted" and counted["peak_activation_bytes"] > 0
+    assert (counted["macs"], counted["params"]) == (out["cost"]["macs"], out["cost"]["params"])
 
 
 def test_info_by_index_with_data(data_root: Path, nb201_table) -> None:

@@ -42,14 +42,15 @@ def _kib(x: float) -> str:
 @clean_errors
 def info(
     arch: str = ArchArgument,
+    memory: bool = typer.Option(False, "--memory", help="Also count peak activation memory: builds and runs the "
+                                "network (imports torch; about 3 s more). Without it params and MACs come from "
+                                "the closed form, equal to the counted values."),
     data_dir_path: Path | None = DataDirOption,
     as_json: bool = JsonOption,
 ) -> None:
     """Cost (params, MACs, memory), benchmark accuracies and all known device latencies of one NB201 cell."""
     from ..data import device_values, load_nb201_table, resolve_arch
     from ..data.nb201_table import RELATIVE_PATH
-    from ..hardware.counting import count_model
-    from ..spaces.nb201_model import build_nb201
 
     root = data_dir(data_dir_path, required=False)
     table = None
@@ -61,13 +62,13 @@ def info(
     if table is not None:
         record = table.record(cell)
         accuracies = {k: v for k, v in record.items() if k in table.accuracy_columns}
-    cost = count_model(build_nb201(cell), NB201_INPUT_SHAPE)
+    cost = _cell_cost(cell, memory)
     out = {
         "arch_str": cell.to_str(),
         "nb201_index": index,
         "disconnected": cell.is_disconnected(),
         "canonical_key": cell.canonical_key(),
-        "cost": cost.to_dict(),
+        "cost": cost,
         "accuracy_pct": accuracies,
         "latency_ms": latencies_ms,
         "data_dir": None if root is None else str(root),
@@ -79,12 +80,13 @@ def info(
     con.print(f"[bold]{cell.to_str()}[/bold]" + (f"  (NB201 index {index})" if index is not None else ""))
     if cell.is_disconnected():
         con.print("[yellow]disconnected cell: no path from input to output (chance accuracy)[/yellow]")
-    model_bytes = (cost.model_bytes_fp32, cost.model_bytes_fp16, cost.model_bytes_int8)
+    model_bytes = (cost["model_bytes_fp32"], cost["model_bytes_fp16"], cost["model_bytes_int8"])
+    peak = cost["peak_activation_bytes"]
     con.print(_two_columns("cost (NB201 CIFAR network, C=16, N=5, input 1x3x32x32)", ("quantity", "value"), [
-        ("params", f"{cost.params:,}"),
-        ("MACs (conv + linear)", _mega(cost.macs)),
-        ("FLOPs (= 2 x MACs)", _mega(cost.flops)),
-        ("peak activation memory", _kib(cost.peak_activation_bytes)),
+        ("params", f"{cost['params']:,}"),
+        ("MACs (conv + linear)", _mega(cost["macs"])),
+        ("FLOPs (= 2 x MACs)", _mega(cost["flops"])),
+        ("peak activation memory", "— (--memory counts it)" if peak is None else _kib(peak)),
         ("model size fp32 / fp16 / int8", " / ".join(_kib(b) for b in model_bytes)),
     ]))
     if root is None:
@@ -97,6 +99,21 @@ def info(
                                [(k, "—" if v is None else f"{v:.2f}") for k, v in accuracies.items()]))
     con.print(_two_columns("device latencies, ms", ("device", "latency ms"),
                            [(k, "— (not in table)" if v is None else f"{v:.4g}") for k, v in latencies_ms.items()]))
+
+
+def _cell_cost(cell: Any, memory: bool) -> dict[str, Any]:
+    """The cost of a cell's network: counted (``memory``: with peak activation memory) or in closed form."""
+    if memory:
+        from ..hardware.counting import count_model
+        from ..spaces.nb201_model import build_nb201
+
+        return {**count_model(build_nb201(cell), NB201_INPUT_SHAPE).to_dict(), "how": "counted"}
+    from ..predictors.flops import cell_macs_params
+
+    macs, params = cell_macs_params(cell)
+    return {"params": params, "macs": macs, "flops": 2 * macs, "peak_activation_bytes": None,
+            "model_bytes_fp32": 4 * params, "model_bytes_fp16": 2 * params, "model_bytes_int8": params,
+            "input_shape": [1, *NB201_INPUT_SHAPE], "how": "closed form"}
 
 
 def _two_columns(title: str, headers: tuple[str, str], rows: list[tuple[str, str]]) -> Table:
