@@ -145,9 +145,14 @@ def kill_trials(trials: int, cells: int, tmp: Path, seed: int) -> dict[str, Any]
         d.mkdir()
         store, log, committed = d / "s.sqlite", d / "computed.txt", d / "committed.txt"
         cmd = [sys.executable, __file__, "--child", str(store), str(log), str(committed), str(cells)]
-        delay = rng.uniform(3.0, 25.0)
+        # A random moment while results are being written: after the first commit (worker start-up takes
+        # ~10 s here, and a kill before it tests nothing), then a uniform delay over the rest of the run.
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(delay)
+        t0 = time.perf_counter()
+        while proc.poll() is None and not (committed.exists() and committed.read_text().strip()):
+            time.sleep(0.05)
+        time.sleep(rng.uniform(0.0, 30.0))
+        delay = time.perf_counter() - t0
         finished_before_kill = proc.poll() is not None
         proc.send_signal(signal.SIGKILL)
         proc.wait()
@@ -236,7 +241,8 @@ def report(data: dict[str, Any]) -> None:
         k = data["kill"]
         body += ["## Resume after kill -9", "",
                  f"{len(k['trials'])} trials: a job scoring {k['cells']} cells ({', '.join(k['proxies'])}) on a "
-                 "process pool of 2 is killed with SIGKILL at a random moment, then run again. repeated = "
+                 "process pool of 2 is killed with SIGKILL at a random moment after its first result is written "
+                 "(uniform 0-30 s later; kill after s counts from the start), then run again. repeated = "
                  "evaluations computed again after they had been committed; lost = evaluations reported committed "
                  f"but missing after the kill. **Total repeated {k['total_repeated']}, lost {k['total_lost']}**; "
                  f"every rerun complete with each cell once: {k['all_complete']}.", "",

@@ -45,7 +45,10 @@ def test_constrained_search_resumes_and_reports_test_accuracy(tables: Path, tmp_
     (["--device", "pixel9", "--max-latency", "3"], "unknown device 'pixel9'"),
     (["--device", "pixel3", "--max-latency", "0.01"], "distinct cells of pixel3 meet"),
     (["--budget", "10"], "initial population"),
-    (["--device", "pixel3"], "both --device and --max-latency"),
+    (["--device", "pixel3"], "--device needs a latency budget"),
+    (["--max-latency", "12"], "needs --device"),
+    (["--multi-objective"], "give --device"),
+    (["--sampler", "nsga2"], "needs --strategy optuna"),
     (["--strategy", "random", "--move"], "random has none"),
 ])
 def test_bad_settings_fail_before_any_work(tables: Path, tmp_path: Path, extra: list[str], message: str) -> None:
@@ -53,3 +56,47 @@ def test_bad_settings_fail_before_any_work(tables: Path, tmp_path: Path, extra: 
     res = runner.invoke(app, ["search", "--store", str(store), "--data-dir", str(tables), *extra])
     assert res.exit_code == 2 and message in res.output, res.output
     assert not store.exists()
+
+
+def test_multi_objective_search_gives_a_true_pareto_front_and_the_best_as_onnx(tables: Path, tmp_path: Path) -> None:
+    import numpy as np
+    import onnxruntime as ort
+    import torch
+
+    import devicefit
+    from devicefit.study.pareto import hypervolume_2d
+
+    result = devicefit.search(objective="c100_val_200ep", strategy="optuna", strategy_options={"sampler": "nsga2"},
+                              multi_objective=True, device="pixel3", max_latency_ms=30.0, budget=60,
+                              store=tmp_path / "s.sqlite", data_dir=tables, progress=False)
+    assert result.settings["strategy"]["n_objectives"] == 2  # NSGA-II was told both objectives
+    evaluated = [t for t in result.trials if t.evaluated and t.feasible]
+    assert len(evaluated) == 60 and all(t.values["pixel3_latency"] is not None for t in evaluated)
+    front = result.pareto()
+    assert front and result.cost_name() == "pixel3_latency"
+    lat = [t.values["pixel3_latency"] for t in front]  # on the front, more latency buys more accuracy
+    assert lat == sorted(lat) and [t.objective for t in front] == sorted(t.objective for t in front)
+    for t in evaluated:  # every evaluated cell is matched or beaten by a front cell at no more latency
+        assert any(f.values["pixel3_latency"] <= t.values["pixel3_latency"] and f.objective >= t.objective
+                   for f in front)
+    worst = min(t.objective for t in evaluated)
+    assert result.hypervolume() == pytest.approx(hypervolume_2d(
+        [t.values["pixel3_latency"] for t in evaluated], [t.objective for t in evaluated], 30.0, worst))
+    assert result.hypervolume() > 0
+    assert result.best is not None and result.best.objective == max(t.objective for t in evaluated)
+    summary = result.summary()
+    assert summary["pareto"]["cost"] == "pixel3_latency" and len(summary["pareto"]["points"]) == len(front)
+
+    model = result.model().eval()
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), result.model().state_dict().values()))
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        expected = model(x)
+        expected = expected[1] if isinstance(expected, tuple) else expected
+    assert expected.shape == (2, 100)  # CIFAR-100's head
+    path = tmp_path / "best.onnx"
+    assert result.export_onnx(path) == path.stat().st_size
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = np.concatenate([session.run(None, {session.get_inputs()[0].name: x[i:i + 1].numpy()})[-1]
+                          for i in range(2)])
+    np.testing.assert_allclose(got, expected.numpy(), rtol=1e-4, atol=1e-4)

@@ -75,9 +75,12 @@ def test_warm_up_and_move_reach_the_optimum_sooner(tmp_path: Path) -> None:
 def test_constraints_filter_before_the_objective(tmp_path: Path) -> None:
     space = BitSpace(8)
     cost = Constraint(Weighted(), upper=4, field="cost")
-    with pytest.raises(InputError, match="distinct names"):
+    with pytest.raises(InputError, match="constraints must have distinct names"):
         Study(space, Objective(Weighted()), make_strategy("random", space), 10, tmp_path / "x.sqlite",
-              constraints=[Constraint(Weighted(), upper=4)])
+              constraints=[Constraint(Weighted(), upper=4), Constraint(Weighted(), lower=1)])
+    # an objective that is also constrained (the same number) is allowed: search fast cells, latency <= L
+    Study(space, Objective(Weighted(), maximize=False), make_strategy("random", space), 10, tmp_path / "x.sqlite",
+          constraints=[Constraint(Weighted(), upper=4)])
     result = Study(space, Objective(NoisyProxy()), make_strategy("random", space, seed=0), 50, tmp_path / "c.sqlite",
                    constraints=[cost], progress=False).run()
     assert result.evaluations == 50 and result.rejected > 0

@@ -17,7 +17,7 @@ import pytest
 from devicefit.errors import InputError
 from devicefit.spaces.base import CategoricalSpace
 from devicefit.strategies.base import Strategy, Trial
-from devicefit.strategies.optuna_sampler import MultiObjectiveTrial, OptunaSearch
+from devicefit.strategies.optuna_sampler import OptunaSearch
 from devicefit.strategies.reinforce import ReinforceSearch, percentile_ranks
 from devicefit.study.study import Constraint, Objective, Study
 
@@ -284,7 +284,7 @@ def test_optuna_multi_objective_nsga2() -> None:
 
     def multi_step(k: int) -> list:
         asked = s.ask(k)
-        s.tell([MultiObjectiveTrial(c, value(space, c), more=(-float(sum(c)),)) for c in asked])
+        s.tell([Trial(c, value(space, c), more=(-float(sum(c)),)) for c in asked])
         return asked
 
     for _ in range(10):
@@ -294,7 +294,7 @@ def test_optuna_multi_objective_nsga2() -> None:
     restored = OptunaSearch(space, seed=0, sampler="nsga2", n_objectives=2, sampler_options={"population_size": 8})
     restored.load_state_dict(json.loads(json.dumps(s.state_dict())))
     assert restored.ask(3) == s.ask(3)
-    with pytest.raises(InputError, match="MultiObjectiveTrial"):
+    with pytest.raises(InputError, match="1 more objective"):
         s.tell([Trial((0,) * 8, 1.0)])
 
 

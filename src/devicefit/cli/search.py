@@ -36,6 +36,11 @@ def search_command(
                                "--proxy first (arXiv 2101.08134; the paper used 3000)."),
     proxy: str = typer.Option("synflow", "--proxy", help="Zero-cost proxy of --warmup and --move."),
     move: bool = typer.Option(False, "--move", help="Zero-cost move: evolution mutates to the best-scored neighbour."),
+    multi_objective: bool = typer.Option(
+        False, "--multi-objective", help="Also minimise --device latency: the result's Pareto front and hypervolume "
+        "trade accuracy against it, and optuna searches both objectives."),
+    sampler: Literal["tpe", "random", "nsga2"] = typer.Option(
+        None, "--sampler", help="Optuna sampler (with --strategy optuna; default tpe)."),
     executor: Literal[EXECUTOR_NAMES] = typer.Option("inline", "--executor", help="Where evaluations run."),
     workers: int = typer.Option(2, "--workers", min=1, help="Processes (process) or CPUs (local ray)."),
     ray_address: str = typer.Option(None, "--ray-address", help="A running Ray cluster (with --executor ray)."),
@@ -43,12 +48,16 @@ def search_command(
     as_json: bool = JsonOption,
 ) -> None:
     """Search a space for the most accurate network that meets a latency, MACs or size budget."""
+    from ..errors import InputError
     from ..study.search_job import search
 
+    if sampler is not None and strategy != "optuna":
+        raise InputError(f"--sampler chooses an Optuna sampler: it needs --strategy optuna, not {strategy}")
     result = search(space, objective=objective, strategy=strategy, budget=budget, store=store, seed=seed,
                     device=device, max_latency_ms=max_latency, latency_from=latency_from, predictor=predictor,
                     max_macs=max_macs, max_params=max_params, warmup=warmup, proxy=proxy, move=move,
-                    executor=executor, workers=workers, ray_address=ray_address, data_dir=data_dir,
+                    multi_objective=multi_objective, executor=executor, workers=workers, ray_address=ray_address,
+                    data_dir=data_dir, strategy_options=None if sampler is None else {"sampler": sampler},
                     progress=not as_json)
     summary = result.summary()
     if as_json:
@@ -66,5 +75,9 @@ def search_command(
     con.print(f"best: [bold]{best['candidate']}[/bold]")
     for k, v in best["values"].items():
         con.print(f"  {k}: {v:.4g}" if isinstance(v, float) else f"  {k}: {v}")
+    front = summary["pareto"]
+    if front is not None:
+        con.print(f"Pareto front of {summary['objective']} against {front['cost']}: {len(front['points'])} "
+                  f"candidates, hypervolume {front['hypervolume']:.4g}")
     curve = summary["best_at"]
     con.print("best so far after " + ", ".join(f"{n}: {v:.2f}" for n, v in curve.items() if v is not None))

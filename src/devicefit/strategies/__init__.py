@@ -17,7 +17,7 @@ from ..errors import InputError
 from .base import Scorer, Strategy, Trial
 from .brp import BRPSearch
 from .evolution import AgingEvolution
-from .optuna_sampler import MultiObjectiveTrial, OptunaSearch
+from .optuna_sampler import OptunaSearch
 from .random_search import RandomSearch
 from .reinforce import ReinforceSearch
 
@@ -37,5 +37,5 @@ def make_strategy(name: str, space: Any, seed: int = 0, **options: Any) -> Strat
     return strategy
 
 
-__all__ = ["STRATEGIES", "AgingEvolution", "BRPSearch", "MultiObjectiveTrial", "OptunaSearch", "RandomSearch",
+__all__ = ["STRATEGIES", "AgingEvolution", "BRPSearch", "OptunaSearch", "RandomSearch",
            "ReinforceSearch", "Scorer", "Strategy", "Trial", "make_strategy"]

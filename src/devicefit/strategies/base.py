@@ -31,11 +31,16 @@ Scorer = Callable[[Sequence[Any]], list[float | None]]
 
 @dataclass(frozen=True)
 class Trial(Generic[C]):
-    """A told result: ``objective`` (higher is better; None when the evaluation failed) and feasibility."""
+    """A told result: ``objective`` (higher is better; None when the evaluation failed) and feasibility.
+
+    ``more``: the further objectives of a multi-objective study (each higher-is-better, in the study's
+    order of secondary objectives); strategies that search one objective ignore them.
+    """
 
     candidate: C
     objective: float | None
     feasible: bool = True
+    more: tuple[float | None, ...] = ()
 
     @property
     def fitness(self) -> float:

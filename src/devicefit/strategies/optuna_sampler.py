@@ -19,10 +19,9 @@ Choices made here:
 - Infeasible or failed trials (fitness minus infinity): told to Optuna with the lowest objective told so
   far, a penalty that lets TPE learn to avoid them (Optuna's samplers ignore failed trials); before any
   objective is known, and always with several objectives, they are told as ``TrialState.FAIL``.
-- Several objectives (``n_objectives > 1``, e.g. NSGA-II or TPE on accuracy and latency): every told trial
-  must be a :class:`MultiObjectiveTrial` whose ``more`` holds the other objectives, each higher-is-better.
-  The :class:`~devicefit.study.study.Study` tells plain :class:`Trial` objects, so for now multi-objective
-  search is for callers that drive ask/tell themselves.
+- Several objectives (``n_objectives > 1``, e.g. NSGA-II or TPE on accuracy and latency): every told trial's
+  ``more`` holds the other objectives, each higher-is-better (the :class:`~devicefit.study.study.Study` fills
+  it from its secondary objectives).
 - Zero-cost warm-up and move are not used (the default no-ops of :class:`Strategy`).
 
 Replay and restore. The devicefit study resumes by replaying its asks and tells into a fresh strategy; the
@@ -46,7 +45,6 @@ from __future__ import annotations
 import math
 import types
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from ..errors import InputError
@@ -59,14 +57,6 @@ SAMPLERS = {"tpe": "TPESampler", "random": "RandomSampler", "nsga2": "NSGAIISamp
 MAX_REASKS = 20
 #: Samples of the space's own distribution tried after that, before the space counts as exhausted.
 MAX_FALLBACK = 1_000
-
-
-@dataclass(frozen=True)
-class MultiObjectiveTrial(Trial[C]):
-    """A trial with further objectives after ``objective`` (``more``, each higher-is-better), for
-    ``OptunaSearch(n_objectives=1 + len(more))``."""
-
-    more: tuple[float | None, ...] = ()
 
 
 def _optuna() -> Any:
@@ -185,11 +175,10 @@ class OptunaSearch(Strategy[C]):
                 self.lowest = fitness if self.lowest is None else min(self.lowest, fitness)
                 return [fitness]
             return None if self.lowest is None else [self.lowest]
-        more = getattr(t, "more", None)
-        if not isinstance(t, MultiObjectiveTrial) or more is None or len(more) != self.n_objectives - 1:
-            raise InputError(f"optuna search with {self.n_objectives} objectives must be told MultiObjectiveTrial "
-                             f"with {self.n_objectives - 1} more objective(s), got {t!r:.200}")
-        values = [t.fitness, *(float("-inf") if v is None else float(v) for v in more)]
+        if len(t.more) != self.n_objectives - 1:
+            raise InputError(f"optuna search with {self.n_objectives} objectives must be told trials with "
+                             f"{self.n_objectives - 1} more objective(s), got {t!r:.200}")
+        values = [t.fitness, *(float("-inf") if v is None else float(v) for v in t.more)]
         return values if all(math.isfinite(v) for v in values) else None
 
     def _finish(self, number: int, values: list[float] | None) -> None:
@@ -284,4 +273,4 @@ def _rng_from_json(data: list[Any]) -> tuple[Any, ...]:
     return (kind, np.asarray(keys, dtype=np.uint32), int(pos), int(has_gauss), float(gauss))
 
 
-__all__ = ["SAMPLERS", "MultiObjectiveTrial", "OptunaSearch"]
+__all__ = ["SAMPLERS", "OptunaSearch"]

@@ -3,10 +3,10 @@
 What ``devicefit search`` runs, one call in Python::
 
     import devicefit
-    result = devicefit.strategies(objective="c10_val_200ep", strategy="evolution", budget=100,
+    result = devicefit.search(objective="c10_val_200ep", strategy="evolution", budget=100,
                               device="pixel3", max_latency_ms=12.0, warmup=3000, move=True,
                               store="runs/pixel3.sqlite")
-    result.best_candidate, result.best.values
+    result.best_candidate, result.best.values, result.pareto(), result.model(), result.export_onnx("best.onnx")
 
 Every setting is checked before any work: the objective column, the device, the strategy and its options,
 a constraint no cell can meet (below the fastest cell of the device's table), a budget that cannot cover
@@ -14,6 +14,12 @@ the strategy's initial population. The latency constraint is checked before the 
 (cheap first); with ``latency_from="predictor"`` a saved predictor judges candidates during the search and
 the device table re-checks the answer at the end, and the result says how many predicted-feasible
 candidates were truly feasible.
+
+``multi_objective=True`` adds the device latency as a second objective (minimised): every evaluated cell's
+latency is recorded, strategies that search several objectives (``optuna`` with NSGA-II or TPE) search both,
+and the result's Pareto front and hypervolume trade accuracy against it. The zero-cost proxy scores of the
+warm-up are computed with their own seed (``proxy_seed``, default 0), not the search's, so every run of a
+benchmark shares one cached score per cell.
 """
 
 from __future__ import annotations
@@ -29,6 +35,8 @@ from .study import Constraint, Objective, SearchResult, Study
 
 #: The proxy data set for an objective column: proxies are computed on the objective's images.
 _DATASET_OF_PREFIX = {"c10": "cifar10", "c100": "cifar100", "in16": "imagenet16"}
+#: Classes and input shape of each data set's networks.
+_TASK = {"cifar10": (10, (3, 32, 32)), "cifar100": (100, (3, 32, 32)), "imagenet16": (120, (3, 16, 16))}
 
 
 def proxy_dataset(column: str) -> str:
@@ -36,6 +44,14 @@ def proxy_dataset(column: str) -> str:
     if prefix not in _DATASET_OF_PREFIX:
         raise InputError(f"cannot tell the data set of objective column {column!r} (expected c10*, c100* or in16*)")
     return _DATASET_OF_PREFIX[prefix]
+
+
+def warmup_proxy(objective: str, proxy: str = "synflow", seed: int = 0,
+                 data_dir: str | os.PathLike[str] | None = None) -> Objective:
+    """The zero-cost score used for warm-up and move: ``proxy`` on the objective's data set (higher is better)."""
+    est = ZeroCostProxies((proxy,), dataset=proxy_dataset(objective), seed=seed,
+                          data_dir=None if data_dir is None else str(data_dir))
+    return Objective(est, field=f"scores.{proxy}")
 
 
 def search(
@@ -55,6 +71,8 @@ def search(
     warmup: int = 0,
     proxy: str = "synflow",
     move: bool = False,
+    proxy_seed: int = 0,
+    multi_objective: bool = False,
     executor: str = "inline",
     workers: int = 2,
     ray_address: str | None = None,
@@ -77,11 +95,18 @@ def search(
     sp = get_space(space)
     goal = Objective(BenchmarkAccuracy(objective, data_dir))
     constraints: list[Constraint] = []
-    if (device is None) != (max_latency_ms is None):
-        raise InputError("a latency budget needs both --device and --max-latency")
+    if device is None and max_latency_ms is not None:
+        raise InputError("a latency budget (--max-latency) needs --device")
+    if device is None and multi_objective:
+        raise InputError("multi-objective search trades accuracy against a device's latency: give --device")
+    if device is not None and max_latency_ms is None and not multi_objective:
+        raise InputError("--device needs a latency budget (--max-latency) or multi-objective search")
+    secondary: list[Objective] = []
     if device is not None:
-        assert max_latency_ms is not None
         truth = DeviceTableLatency(device, data_dir)
+        if multi_objective:
+            secondary.append(Objective(truth, maximize=False))
+    if device is not None and max_latency_ms is not None:
         latencies = truth._table.values
         meeting = len({sp.key(c) for c, v in latencies.items() if v <= max_latency_ms})  # distinct candidates
         if meeting < budget:
@@ -106,6 +131,8 @@ def search(
         if max_params is not None:
             constraints.append(Constraint(cost, upper=float(max_params), field="params"))
     options = dict(strategy_options or {})
+    if multi_objective and strategy == "optuna":
+        options.setdefault("n_objectives", 2)
     if move and strategy == "evolution":
         options.setdefault("move", True)
     if strategy == "brp":
@@ -120,14 +147,13 @@ def search(
                          f"not {strategy}")
     if move and strategy == "random":
         raise InputError("zero-cost move needs a strategy with moves (evolution, reinforce); random has none")
-    zc = None
-    if warmup or move:
-        zc = Objective(ZeroCostProxies((proxy,), dataset=proxy_dataset(objective), seed=seed, data_dir=data_dir),
-                       field=f"scores.{proxy}")
+    zc = warmup_proxy(objective, proxy, proxy_seed, data_dir) if (warmup or move) else None
     runner = make_executor(executor, workers=workers, address=ray_address)
-    study = Study(sp, goal, strat, budget, Path(store), constraints=constraints, executor=runner, warmup=warmup,
-                  proxy=zc, move=move, seed=seed, name=name, progress=progress)
+    study = Study(sp, goal, strat, budget, Path(store), constraints=constraints, secondary=secondary,
+                  executor=runner, warmup=warmup, proxy=zc, move=move, seed=seed, name=name, progress=progress)
     result = study.run()
+    num_classes, result.input_shape = _TASK[proxy_dataset(objective)]
+    result.build_options = {"num_classes": num_classes}
     _add_truth(result, constraints, Path(store), runner)
     test_column = _test_column(objective, goal)
     if test_column and result.best is not None:

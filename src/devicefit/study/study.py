@@ -130,10 +130,97 @@ class SearchResult:
     warmup_scored: int = 0
     #: what the caller adds after the run: the truth re-check of predicted constraints, test accuracy, ...
     extra: dict[str, Any] = field(default_factory=dict)
+    #: keyword arguments of ``space.build`` for the objective's task (e.g. ``{"num_classes": 100}``), and the
+    #: input shape of one sample, for :meth:`model` and :meth:`export_onnx`
+    build_options: dict[str, Any] = field(default_factory=dict)
+    input_shape: tuple[int, ...] = (3, 32, 32)
 
     @property
     def best_candidate(self) -> Any:
         return None if self.best is None else self.space.from_identity(self.best.candidate)
+
+    # -- several objectives -------------------------------------------------------------------------------
+    def cost_name(self) -> str | None:
+        """The cost that the Pareto front trades the objective against: the first secondary objective that
+        is minimised, else the first constraint with an upper bound (latency, MACs, params), else None."""
+        for o in self.settings.get("secondary", []):
+            if not o["maximize"]:
+                return str(o["name"])
+        for c in self.settings.get("constraints", []):
+            if c["upper"] is not None:
+                return str(c["name"])
+        return None
+
+    def _points(self, cost: str | None) -> tuple[str, list[TrialRecord]]:
+        name = cost or self.cost_name()
+        if name is None:
+            raise InputError("this study has no cost to trade against (no minimised secondary objective and no "
+                             "upper-bounded constraint): name one with cost=")
+        pts = [t for t in self.trials if t.evaluated and t.feasible and t.objective is not None
+               and t.values.get(name) is not None]
+        if not pts and not any(name in t.values for t in self.trials):
+            raise InputError(f"no trial has a value for cost {name!r}; the study recorded "
+                             f"{sorted({k for t in self.trials for k in t.values})}")
+        return name, pts
+
+    def pareto(self, cost: str | None = None) -> list[TrialRecord]:
+        """The evaluated feasible trials on the Pareto front of the objective against ``cost`` (by default
+        :meth:`cost_name`), by increasing cost: nothing else evaluated is both cheaper and better."""
+        from .pareto import pareto_front
+
+        name, pts = self._points(cost)
+        if not pts:
+            return []
+        sign = 1.0 if self.objective.maximize else -1.0
+        idx = pareto_front([t.values[name] for t in pts], [sign * float(t.objective) for t in pts])  # type: ignore[arg-type]
+        return [pts[i] for i in idx]
+
+    def hypervolume(self, cost: str | None = None, reference: tuple[float, float] | None = None) -> float:
+        """Area of the (cost, objective) plane dominated by the front and bounded by ``reference`` =
+        (cost, objective). Default reference: the cost constraint's upper bound (else the largest evaluated
+        cost) and the worst evaluated objective, so it measures the front inside the budget; give an explicit
+        reference to compare studies."""
+        from .pareto import hypervolume_2d
+
+        name, pts = self._points(cost)
+        if not pts:
+            return 0.0
+        sign = 1.0 if self.objective.maximize else -1.0
+        costs = [float(t.values[name]) for t in pts]  # type: ignore[arg-type]
+        values = [sign * float(t.objective) for t in pts]  # type: ignore[arg-type]
+        if reference is None:
+            upper = next((c["upper"] for c in self.settings.get("constraints", [])
+                          if c["name"] == name and c["upper"] is not None), None)
+            reference = (float(upper) if upper is not None else max(costs), sign * min(values))
+        return hypervolume_2d(costs, values, reference[0], sign * reference[1])
+
+    # -- the answer as a model --------------------------------------------------------------------------
+    def model(self, seed: int = 0) -> Any:
+        """The best feasible candidate built as an ``nn.Module``, initialised from ``seed`` (untrained: train
+        it, or take its accuracy from the table). The global random state is left as it was."""
+        import torch
+
+        if self.best is None:
+            raise InputError("the study found no feasible candidate to build")
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            return self.space.build(self.best_candidate, **self.build_options)
+
+    def export_onnx(self, path: str | os.PathLike[str], model: Any = None) -> int:
+        """Write ``model`` (default :meth:`model`, seed 0) as ONNX (batch 1, :attr:`input_shape`) to ``path``,
+        atomically; its size in bytes."""
+        import torch
+
+        from ..hardware.measure import export_onnx
+
+        net = self.model() if model is None else model
+        data = export_onnx(net.eval(), torch.zeros(1, *self.input_shape))
+        out = os.fspath(path)
+        tmp = f"{out}.tmp"
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, out)
+        return len(data)
 
     def best_at(self, points: Sequence[int] = (10, 25, 50, 100, 200, 300)) -> dict[int, float | None]:
         """The best objective after each of ``points`` evaluations (those within the run)."""
@@ -144,10 +231,17 @@ class SearchResult:
         best = None if self.best is None else {
             "candidate": self.space.to_json(self.best_candidate), "values": self.best.values,
             "trial": self.best.number}
+        front: dict[str, Any] | None = None
+        cost = self.cost_name()
+        if cost is not None and any(cost in t.values for t in self.trials):
+            front = {"cost": cost, "hypervolume": self.hypervolume(cost),
+                     "points": [{"candidate": self.space.to_json(self.space.from_identity(t.candidate)),
+                                 "objective": t.objective, "cost": t.values[cost], "trial": t.number}
+                                for t in self.pareto(cost)]}
         return {"strategy": self.settings["strategy"]["name"], "objective": self.objective.name,
                 "evaluations": self.evaluations, "rejected": self.rejected, "warmup_scored": self.warmup_scored,
-                "seconds": self.seconds, "best": best, "best_at": self.best_at(), "settings": self.settings,
-                **self.extra}
+                "seconds": self.seconds, "best": best, "best_at": self.best_at(), "pareto": front,
+                "settings": self.settings, **self.extra}
 
 
 class Study:
@@ -181,9 +275,14 @@ class Study:
             raise InputError("zero-cost warm-up and move need a proxy to score candidates with")
         if batch < 1:
             raise InputError(f"batch must be >= 1, got {batch}")
-        names = [o.name for o in (objective, *secondary)] + [c.name for c in constraints]
-        if len(set(names)) != len(names):
-            raise InputError(f"objectives and constraints must have distinct names, got {names}")
+        for what, names in (("objectives", [o.name for o in (objective, *secondary)]),
+                            ("constraints", [c.name for c in constraints])):
+            if len(set(names)) != len(names):
+                raise InputError(f"{what} must have distinct names, got {names}")
+        for o in (objective, *secondary):  # an objective may also be constrained, if it is the same number
+            for c in constraints:
+                if o.name == c.name and o.estimator.fingerprint(space) != c.estimator.fingerprint(space):
+                    raise InputError(f"objective and constraint {o.name!r} name different estimators")
         self.space, self.objective, self.strategy, self.budget = space, objective, strategy, budget
         self.store_path, self.constraints, self.secondary = store, list(constraints), list(secondary)
         self.executor = executor or InlineExecutor()
@@ -318,9 +417,13 @@ class Study:
                 self._by_key[k] = record
             trials.append(record)
             obj = record.objective
-            signed = None if obj is None else (obj if self.objective.maximize else -obj)
-            told.append((record, Trial(c, signed, record.feasible)))
+            more = tuple(_signed(record.values.get(o.name), o.maximize) for o in self.secondary)
+            told.append((record, Trial(c, _signed(obj, self.objective.maximize), record.feasible, more)))
         return told
+
+
+def _signed(value: float | None, maximize: bool) -> float | None:
+    return None if value is None else (value if maximize else -value)
 
 
 class _Bar:
