@@ -90,7 +90,7 @@ def evaluate_all(
             db.register_estimator(fp, e.name, {"kind": e.kind, **e.settings(), "space": space.settings()})
         results = EvaluationResults(identities, names, dict(zip(names, fingerprints)))
         with db.writing(description):
-            statuses = [db.statuses(fp) for fp in fingerprints]
+            statuses = [db.statuses(fp, identities) for fp in fingerprints]
             units = []
             for ident in identities:
                 todo = []
@@ -113,9 +113,8 @@ def evaluate_all(
                         if on_outcome is not None:
                             on_outcome(o)
                     advance(len(outcomes))
-        wanted = set(identities)
         for name, fp in zip(names, fingerprints):
-            results.evaluations[name] = {e.candidate: e for e in db.evaluations(fp) if e.candidate in wanted}
+            results.evaluations[name] = {e.candidate: e for e in db.evaluations(fp, identities)}
         return results
     finally:
         if owned:

@@ -31,7 +31,7 @@ import datetime as _dt
 import json
 import os
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -281,13 +281,33 @@ class Store:
         ).fetchone()
         return None if row is None else _evaluation(row)
 
-    def statuses(self, estimator: str) -> dict[str, str]:
-        """``{candidate: status}`` of every stored evaluation of one estimator."""
-        return dict(self._db.execute("SELECT candidate, status FROM evaluations WHERE estimator = ?", (estimator,)))
+    def statuses(self, estimator: str, candidates: Sequence[str] | None = None) -> dict[str, str]:
+        """``{candidate: status}`` of the stored evaluations of one estimator (of ``candidates`` only, if given:
+        looked up by key, so a job asking for a few candidates does not read a large store)."""
+        sql = "SELECT candidate, status FROM evaluations WHERE estimator = ?"
+        if candidates is None:
+            return dict(self._db.execute(sql, (estimator,)))
+        out: dict[str, str] = {}
+        for part in _chunks(candidates):
+            out.update(self._db.execute(f"{sql} AND candidate IN ({','.join('?' * len(part))})", (estimator, *part)))
+        return out
 
-    def evaluations(self, estimator: str | None = None) -> Iterator[Evaluation]:
-        """Stored evaluations (of one estimator, or all), in the order they finished."""
+    def evaluations(
+        self, estimator: str | None = None, candidates: Sequence[str] | None = None
+    ) -> Iterator[Evaluation]:
+        """Stored evaluations (of one estimator, or all), in the order they finished; with ``candidates`` (and an
+        estimator), just those candidates' evaluations, in the order given."""
         sql = "SELECT candidate, estimator, status, value, error, seconds FROM evaluations"
+        if candidates is not None:
+            if estimator is None:
+                raise InputError("evaluations of given candidates need the estimator too")
+            for part in _chunks(candidates):
+                rows = {row[0]: row for row in self._db.execute(
+                    f"{sql} WHERE estimator = ? AND candidate IN ({','.join('?' * len(part))})", (estimator, *part))}
+                for c in part:
+                    if c in rows:
+                        yield _evaluation(rows[c])
+            return
         rows = self._db.execute(sql + " WHERE estimator = ? ORDER BY rowid", (estimator,)) if estimator else (
             self._db.execute(sql + " ORDER BY rowid"))
         for row in rows:
@@ -331,6 +351,12 @@ class Store:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _chunks(items: Sequence[str], size: int = 500) -> Iterator[Sequence[str]]:
+    """Pieces of ``items`` small enough for one SQL ``IN (...)`` (SQLite's variable limit)."""
+    for i in range(0, len(items), size):
+        yield items[i:i + size]
 
 
 def _evaluation(row: tuple) -> Evaluation:
