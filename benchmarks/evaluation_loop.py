@@ -84,6 +84,9 @@ def throughput(n: int, tmp: Path, executors: list[str]) -> dict[str, Any]:
     est = ZeroCostProxies(THROUGHPUT_PROXIES, seed=0)
     out: dict[str, Any] = {"cells": n, "proxies": list(THROUGHPUT_PROXIES), "runs": {}}
     values: dict[str, dict] = {}
+    import torch
+
+    torch.set_num_threads(1)  # inline is one worker of one thread, as each pool or Ray worker is
     for name in executors:
         ex = make_executor(name, workers=2)
         t0, c0 = time.perf_counter(), _cpu_children_and_self()
@@ -145,13 +148,15 @@ def kill_trials(trials: int, cells: int, tmp: Path, seed: int) -> dict[str, Any]
         d.mkdir()
         store, log, committed = d / "s.sqlite", d / "computed.txt", d / "committed.txt"
         cmd = [sys.executable, __file__, "--child", str(store), str(log), str(committed), str(cells)]
-        # A random moment while results are being written: after the first commit (worker start-up takes
-        # ~10 s here, and a kill before it tests nothing), then a uniform delay over the rest of the run.
+        # A random moment while results are being written (a kill during the ~10 s of worker start-up, or
+        # after the end, tests nothing): after a uniformly drawn number of committed results, plus a random
+        # fraction of a second so that the kill lands anywhere in the commit cycle.
+        after = rng.randint(1, cells - 1)
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         t0 = time.perf_counter()
-        while proc.poll() is None and not (committed.exists() and committed.read_text().strip()):
-            time.sleep(0.05)
-        time.sleep(rng.uniform(0.0, 30.0))
+        while proc.poll() is None and not (committed.exists() and len(committed.read_text().split()) >= after):
+            time.sleep(0.01)
+        time.sleep(rng.uniform(0.0, 0.5))
         delay = time.perf_counter() - t0
         finished_before_kill = proc.poll() is not None
         proc.send_signal(signal.SIGKILL)
@@ -241,8 +246,8 @@ def report(data: dict[str, Any]) -> None:
         k = data["kill"]
         body += ["## Resume after kill -9", "",
                  f"{len(k['trials'])} trials: a job scoring {k['cells']} cells ({', '.join(k['proxies'])}) on a "
-                 "process pool of 2 is killed with SIGKILL at a random moment after its first result is written "
-                 "(uniform 0-30 s later; kill after s counts from the start), then run again. repeated = "
+                 "process pool of 2 is killed with SIGKILL at a random moment while it writes results (after a "
+                 "uniformly drawn number of committed results plus 0-0.5 s), then run again. repeated = "
                  "evaluations computed again after they had been committed; lost = evaluations reported committed "
                  f"but missing after the kill. **Total repeated {k['total_repeated']}, lost {k['total_lost']}**; "
                  f"every rerun complete with each cell once: {k['all_complete']}.", "",

@@ -42,7 +42,7 @@ import devicefit
 from devicefit.data import data_dir, load_nb201_table
 from devicefit.spaces import get_space
 from devicefit.study import Store, evaluate_all, make_executor
-from devicefit.study.search_job import warmup_proxy
+from devicefit.study.search_job import proxy_objective
 from devicefit.study.store import StoreError
 
 NAME = "search_nb201"
@@ -104,7 +104,7 @@ def precompute(dataset: str, workers: int) -> dict[str, Any]:
     space = get_space("nb201")
     table = load_nb201_table(data_dir() / "nb201" / "nb201_accuracy.csv")
     cells = table.cells
-    proxy = warmup_proxy(DATASETS[dataset][0])
+    proxy = proxy_objective("synflow", dataset)
     start = time.perf_counter()
     res = evaluate_all(space, cells, [proxy.estimator], store_path(dataset),
                        executor=make_executor("process" if workers > 1 else "inline", workers=workers))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import json
 import subprocess
 import sys
@@ -16,6 +15,8 @@ from devicefit.cli import app
 from devicefit.data import resolve_arch
 from devicefit.demo import run_demo
 from devicefit.spaces import NB201Cell, sample_unique_cells
+
+from .conftest import need_file
 
 runner = CliRunner()
 ARCH = "|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|"
@@ -106,7 +107,7 @@ def test_devices_with_data(data_root: Path) -> None:
 
 def test_a_data_setting_that_names_no_folder_is_an_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("DEVICEFIT_DATA", str(tmp_path / "typo"))
-    for args in (["info", ARCH], ["devices"], ["demo", "--out", str(tmp_path / "o"), "--sample", "3"]):
+    for args in (["info", ARCH], ["devices"], ["demo", "--out", str(tmp_path / "o")]):
         _fails(args, "(from DEVICEFIT_DATA) does not exist")
     _fails(["info", ARCH, "--data-dir", str(tmp_path / "other")], "other' (from --data-dir) does not exist")
 
@@ -140,30 +141,38 @@ def test_sample_unique_cells() -> None:
         sample_unique_cells(7000)
 
 
-def test_demo_without_data_resumes(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_demo_without_data_searches_on_measured_latency_and_resumes(monkeypatch: pytest.MonkeyPatch,
+                                                                     tmp_path: Path) -> None:
+    from devicefit.study import Store
+
     monkeypatch.delenv("DEVICEFIT_DATA", raising=False)
-    first = run_demo(tmp_path, sample=4, repeats=2, warmup=0, runtime="torch", progress=False)
-    assert first.newly_measured == 4 and first.plot is not None and first.plot.is_file()
-    assert -1 <= first.spearman_macs <= 1 and first.notes and not first.pareto
-    again = run_demo(tmp_path, sample=5, repeats=2, warmup=0, runtime="torch", progress=False)
-    assert again.newly_measured == 1 and again.cells == 5  # the first 4 come from the store
-    with pytest.raises(ValueError, match="repeats"):  # a store made with other settings is not mixed
-        run_demo(tmp_path, sample=5, repeats=3, warmup=0, runtime="torch", progress=False)
+    first = run_demo(tmp_path, strategy="random", budget=4, sample=3, progress=False)
+    assert first.mode == "no-data" and first.device == "local" and first.optimum is None
+    best = first.search["best"]["values"]
+    assert best["local_onnxruntime_ms"] <= first.latency_budget_ms and best["proxies.scores.synflow"] > 0
+    assert first.onnx is not None and first.onnx.is_file() and first.best_local_ms > 0
+    assert "No data directory" in first.notes[0]
+    with Store(tmp_path / "search.sqlite", readonly=True) as store:
+        measured = store.count()
+    again = run_demo(tmp_path, strategy="random", budget=4, sample=3, progress=False)
+    assert again.search["best"] == first.search["best"] and again.latency_budget_ms == first.latency_budget_ms
+    with Store(tmp_path / "search.sqlite", readonly=True) as store:
+        assert store.count() == measured  # everything came from the store
 
 
-def test_demo_cli_with_data(data_root: Path, tmp_path: Path, nb201_table) -> None:
-    out = _json(["demo", "--out", str(tmp_path), "--data-dir", str(data_root), "--sample", "6", "--repeats", "2",
-                 "--runtime", "torch", "--json"])
-    assert out["cells"] == 6 and Path(out["plot"]).is_file()
-    assert (tmp_path / "demo_summary.json").is_file()
-    assert len(out["device_spearman"]) > 10
-    front = out["pareto"]
-    assert front and all(a["latency_ms"] <= b["latency_ms"] and a["accuracy"] < b["accuracy"]
-                         for a, b in itertools.pairwise(front))
-    for row in front:
-        cell = NB201Cell.from_str(row["arch_str"])
-        assert nb201_table.index_of(cell) == row["nb201_index"]
-        assert row["accuracy"] == pytest.approx(nb201_table.value(cell, "c10_test_200ep"))
+def test_demo_with_data_meets_the_device_budget(data_root: Path, tmp_path: Path, nb201_table) -> None:
+    need_file(data_root, "latency/help/help_nb201_latency_ms.csv")
+    out = _json(["demo", "--out", str(tmp_path), "--data-dir", str(data_root), "--strategy", "random", "--budget",
+                 "25", "--warmup", "0", "--json"])
+    assert out["mode"] == "tables" and out["device"] == "pixel3"
+    best = out["search"]["best"]
+    assert best["values"]["pixel3_latency"] <= out["latency_budget_ms"]
+    cell = NB201Cell.from_str(best["candidate"])
+    assert best["values"]["c10valid_valid_200ep"] == pytest.approx(nb201_table.value(cell, "c10valid_valid_200ep"))
+    opt = out["optimum"]  # the true best under the budget, checked by brute force on the table
+    assert opt["accuracy"] >= best["values"]["c10valid_valid_200ep"]
+    assert opt["accuracy"] == pytest.approx(nb201_table.value(NB201Cell.from_str(opt["arch"]), "c10valid_valid_200ep"))
+    assert Path(out["onnx"]).is_file() and (tmp_path / "demo_summary.json").is_file()
 
 
 def test_only_input_errors_become_exit_code_2() -> None:

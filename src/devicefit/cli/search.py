@@ -19,12 +19,14 @@ EXECUTOR_NAMES = ("inline", "process", "ray")
 def search_command(
     space: Literal["nb201"] = typer.Option("nb201", "--space", help="Search space."),
     objective: str = typer.Option("c10_val_200ep", "--objective", help="NB201 accuracy column to maximise "
-                                  "(validation accuracy is the search signal; test accuracy is reported)."),
+                                  "(validation accuracy is the search signal; test accuracy is reported), or a "
+                                  "zero-cost proxy (synflow) where there is no table."),
     strategy: Literal[STRATEGY_NAMES] = typer.Option("evolution", "--strategy", help="Search strategy."),
     budget: int = typer.Option(100, "--budget", min=1, help="Objective evaluations of distinct candidates."),
     store: Path = typer.Option(..., "--store", help="Results store (SQLite); rerun the same command to resume."),
     seed: int = typer.Option(0, "--seed", min=0, help="Seed of the strategy and the warm-up pool."),
-    device: str = typer.Option(None, "--device", help="Device whose latency is constrained (see devicefit devices)."),
+    device: str = typer.Option(None, "--device", help="Device whose latency is constrained (see devicefit devices), "
+                               "or 'local': measured on this machine (ONNX Runtime, fp32, batch 1, 1 thread)."),
     max_latency: float = typer.Option(None, "--max-latency", help="Latency budget on --device, ms."),
     latency_from: Literal["table", "predictor"] = typer.Option(
         "table", "--latency-from", help="Judge latency by the device table, or by a saved --predictor (re-checked "
@@ -35,6 +37,9 @@ def search_command(
     warmup: int = typer.Option(0, "--warmup", min=0, help="Zero-cost warm-up: score this many random cells with "
                                "--proxy first (arXiv 2101.08134; the paper used 3000)."),
     proxy: str = typer.Option("synflow", "--proxy", help="Zero-cost proxy of --warmup and --move."),
+    proxy_images: Literal["npz", "jpeg", "noise"] = typer.Option(
+        "npz", "--proxy-images", help="Images of the proxies: the data directory's lossless batches (npz), its "
+        "CIFAR-10 JPEGs, or random noise (no data directory needed; meaningful for data-free synflow only)."),
     move: bool = typer.Option(False, "--move", help="Zero-cost move: evolution mutates to the best-scored neighbour."),
     multi_objective: bool = typer.Option(
         False, "--multi-objective", help="Also minimise --device latency: the result's Pareto front and hypervolume "
@@ -56,9 +61,9 @@ def search_command(
     result = search(space, objective=objective, strategy=strategy, budget=budget, store=store, seed=seed,
                     device=device, max_latency_ms=max_latency, latency_from=latency_from, predictor=predictor,
                     max_macs=max_macs, max_params=max_params, warmup=warmup, proxy=proxy, move=move,
-                    multi_objective=multi_objective, executor=executor, workers=workers, ray_address=ray_address,
-                    data_dir=data_dir, strategy_options=None if sampler is None else {"sampler": sampler},
-                    progress=not as_json)
+                    proxy_images=proxy_images, multi_objective=multi_objective, executor=executor, workers=workers,
+                    ray_address=ray_address, data_dir=data_dir,
+                    strategy_options=None if sampler is None else {"sampler": sampler}, progress=not as_json)
     summary = result.summary()
     if as_json:
         print_json(summary)
@@ -80,4 +85,4 @@ def search_command(
         con.print(f"Pareto front of {summary['objective']} against {front['cost']}: {len(front['points'])} "
                   f"candidates, hypervolume {front['hypervolume']:.4g}")
     curve = summary["best_at"]
-    con.print("best so far after " + ", ".join(f"{n}: {v:.2f}" for n, v in curve.items() if v is not None))
+    con.print("best so far after " + ", ".join(f"{n}: {v:.4g}" for n, v in curve.items() if v is not None))

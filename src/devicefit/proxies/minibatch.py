@@ -16,6 +16,9 @@ Image pools (in the data directory):
 - ``jpeg`` (CIFAR-10 only): the full 50,000 training images of ``images/cifar10-jpg.tar.gz`` (JPEG,
   quality about 75), with :func:`devicefit.data.random_crop_flip` applied per batch. Closer in pool size,
   but every pixel carries JPEG error.
+- ``noise``: no file: 960 images of uniform random pixels with uniform random labels (seeded), for
+  searching without the data directory. Data-free proxies (synflow) score the same networks as on real
+  images; data-dependent ones lose their meaning (they are defined on real minibatches).
 - ImageNet16-120: ``images/imagenet16_960.npz`` holds ImageNet16 images with labels 1..1000; NB201's
   ImageNet16-120 keeps labels 1..120 and maps them to 0..119, which leaves 106 images here; crop
   (padding 2) and flip are applied per batch.
@@ -66,14 +69,23 @@ class ImagePool:
         return to_tensor(x, self.dataset), torch.from_numpy(self.y[idx])
 
 
+#: Where the images of a pool come from.
+IMAGE_SOURCES = ("npz", "jpeg", "noise")
+#: Images in the ``noise`` pool.
+NOISE_IMAGES = 960
+
+
 def image_pool_file(
     dataset: str, source: str = "npz", data_dir: str | os.PathLike[str] | None = None
-) -> os.PathLike[str]:
-    """The data file that :func:`load_image_pool` reads for ``dataset`` and ``source`` (checked to exist)."""
+) -> os.PathLike[str] | None:
+    """The data file that :func:`load_image_pool` reads for ``dataset`` and ``source`` (checked to exist);
+    None for the ``noise`` source, which reads nothing."""
     if dataset not in DATASETS:
         raise InputError(f"unknown dataset {dataset!r}; expected one of {', '.join(DATASETS)}")
-    if source not in ("npz", "jpeg"):
-        raise InputError(f"image source must be 'npz' or 'jpeg', got {source!r}")
+    if source not in IMAGE_SOURCES:
+        raise InputError(f"image source must be one of {', '.join(IMAGE_SOURCES)}, got {source!r}")
+    if source == "noise":
+        return None
     if source == "jpeg":
         if dataset != "cifar10":
             raise InputError(f"the JPEG image source exists only for cifar10, not {dataset!r}; use source='npz'")
@@ -88,6 +100,11 @@ def load_image_pool(
 ) -> ImagePool:
     """The training images of ``dataset`` (cifar10, cifar100 or imagenet16) from the data directory."""
     path = image_pool_file(dataset, source, data_dir)
+    if path is None:  # noise
+        rng = np.random.default_rng(0)
+        side = 16 if dataset == "imagenet16" else 32
+        x = rng.integers(0, 256, size=(NOISE_IMAGES, side, side, 3), dtype=np.uint8)
+        return ImagePool(dataset, source, x, rng.integers(0, NUM_CLASSES[dataset], NOISE_IMAGES), crop_padding=0)
     if source == "jpeg":
         s = load_image_folder_tarball(path, "train")
         return ImagePool(dataset, source, s.x, s.y, crop_padding=4)

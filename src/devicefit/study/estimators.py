@@ -138,9 +138,9 @@ class ZeroCostProxies(Estimator):
             raise InputError(f"seed must be a non-negative integer, got {self.seed!r}")
         if self.batch_size < 2:
             raise InputError(f"batch size must be >= 2, got {self.batch_size}")
-        self.data_dir = _data_path(self.data_dir)
+        self.data_dir = None if self.images == "noise" else _data_path(self.data_dir)
         path = image_pool_file(self.dataset, self.images, self.data_dir)  # checks dataset, source and file
-        self.images_sha256 = file_sha256(path)
+        self.images_sha256 = "noise" if path is None else file_sha256(path)
 
     @property
     def name(self) -> str:

@@ -15,6 +15,10 @@ the strategy's initial population. The latency constraint is checked before the 
 the device table re-checks the answer at the end, and the result says how many predicted-feasible
 candidates were truly feasible.
 
+``objective`` may also be a zero-cost proxy (``synflow``): the search then needs no accuracy table, and with
+``proxy_images="noise"`` no data directory at all. ``device="local"`` is this machine: each candidate's latency
+is measured here (ONNX Runtime, fp32, batch 1, 1 thread) and cached in the store.
+
 ``multi_objective=True`` adds the device latency as a second objective (minimised): every evaluated cell's
 latency is recorded, strategies that search several objectives (``optuna`` with NSGA-II or TPE) search both,
 and the result's Pareto front and hypervolume trade accuracy against it. The zero-cost proxy scores of the
@@ -29,12 +33,21 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
-from .estimators import BenchmarkAccuracy, CountedCost, DeviceTableLatency, PredictedCost, ZeroCostProxies
+from .estimators import (
+    BenchmarkAccuracy,
+    CountedCost,
+    DeviceTableLatency,
+    MeasuredLatency,
+    PredictedCost,
+    ZeroCostProxies,
+)
 from .executors import make_executor
 from .study import Constraint, Objective, SearchResult, Study
 
 #: The proxy data set for an objective column: proxies are computed on the objective's images.
 _DATASET_OF_PREFIX = {"c10": "cifar10", "c100": "cifar100", "in16": "imagenet16"}
+#: The ``device`` name of this machine: latency measured here with ONNX Runtime (fp32, batch 1, 1 thread).
+LOCAL = "local"
 #: Classes and input shape of each data set's networks.
 _TASK = {"cifar10": (10, (3, 32, 32)), "cifar100": (100, (3, 32, 32)), "imagenet16": (120, (3, 16, 16))}
 
@@ -46,10 +59,11 @@ def proxy_dataset(column: str) -> str:
     return _DATASET_OF_PREFIX[prefix]
 
 
-def warmup_proxy(objective: str, proxy: str = "synflow", seed: int = 0,
-                 data_dir: str | os.PathLike[str] | None = None) -> Objective:
-    """The zero-cost score used for warm-up and move: ``proxy`` on the objective's data set (higher is better)."""
-    est = ZeroCostProxies((proxy,), dataset=proxy_dataset(objective), seed=seed,
+def proxy_objective(proxy: str, dataset: str = "cifar10", seed: int = 0, images: str = "npz",
+                    data_dir: str | os.PathLike[str] | None = None) -> Objective:
+    """A zero-cost proxy's score (higher is better) on ``dataset``'s images: the score of warm-up and move, or
+    the objective itself when there is no accuracy table (``images="noise"`` without the data directory)."""
+    est = ZeroCostProxies((proxy,), dataset=dataset, seed=seed, images=images,
                           data_dir=None if data_dir is None else str(data_dir))
     return Objective(est, field=f"scores.{proxy}")
 
@@ -72,6 +86,7 @@ def search(
     proxy: str = "synflow",
     move: bool = False,
     proxy_seed: int = 0,
+    proxy_images: str = "npz",
     multi_objective: bool = False,
     executor: str = "inline",
     workers: int = 2,
@@ -92,8 +107,15 @@ def search(
 
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise InputError(f"seed must be a non-negative integer, got {seed!r}")
+    from ..proxies import PROXIES
+
     sp = get_space(space)
-    goal = Objective(BenchmarkAccuracy(objective, data_dir))
+    if objective in PROXIES:  # no accuracy table: search on a proxy's score
+        dataset = "cifar10"
+        goal = proxy_objective(objective, dataset, proxy_seed, proxy_images, data_dir)
+    else:
+        dataset = proxy_dataset(objective)
+        goal = Objective(BenchmarkAccuracy(objective, data_dir))
     constraints: list[Constraint] = []
     if device is None and max_latency_ms is not None:
         raise InputError("a latency budget (--max-latency) needs --device")
@@ -102,7 +124,16 @@ def search(
     if device is not None and max_latency_ms is None and not multi_objective:
         raise InputError("--device needs a latency budget (--max-latency) or multi-objective search")
     secondary: list[Objective] = []
-    if device is not None:
+    if device == LOCAL:  # measured here: nothing to pre-check, nothing to re-check
+        if latency_from != "table":
+            raise InputError(f"latency on device {LOCAL!r} is measured on this machine; latency_from does not apply")
+        local = MeasuredLatency("onnxruntime")
+        if max_latency_ms is not None:
+            constraints.append(Constraint(local, upper=max_latency_ms))
+        if multi_objective:
+            secondary.append(Objective(local, maximize=False))
+        device = None
+    elif device is not None:
         truth = DeviceTableLatency(device, data_dir)
         if multi_objective:
             secondary.append(Objective(truth, maximize=False))
@@ -147,15 +178,15 @@ def search(
                          f"not {strategy}")
     if move and strategy == "random":
         raise InputError("zero-cost move needs a strategy with moves (evolution, reinforce); random has none")
-    zc = warmup_proxy(objective, proxy, proxy_seed, data_dir) if (warmup or move) else None
+    zc = proxy_objective(proxy, dataset, proxy_seed, proxy_images, data_dir) if (warmup or move) else None
     runner = make_executor(executor, workers=workers, address=ray_address)
     study = Study(sp, goal, strat, budget, Path(store), constraints=constraints, secondary=secondary,
                   executor=runner, warmup=warmup, proxy=zc, move=move, seed=seed, name=name, progress=progress)
     result = study.run()
-    num_classes, result.input_shape = _TASK[proxy_dataset(objective)]
+    num_classes, result.input_shape = _TASK[dataset]
     result.build_options = {"num_classes": num_classes}
     _add_truth(result, constraints, Path(store), runner)
-    test_column = _test_column(objective, goal)
+    test_column = _test_column(objective, goal) if isinstance(goal.estimator, BenchmarkAccuracy) else None
     if test_column and result.best is not None:
         result.extra["best_test"] = {test_column: goal.estimator._table.value(result.best_candidate, test_column)}
     return result
