@@ -141,3 +141,23 @@ def test_a_killed_search_resumes_to_the_same_result(tmp_path: Path) -> None:
     assert resumed.stdout.split()[0] == "120"
     with Store(tmp_path / "b.sqlite", readonly=True) as s:
         assert s.count() == 120  # exactly the budget: each candidate evaluated once
+
+
+@pytest.mark.slow
+def test_a_search_on_ray_finds_what_the_inline_search_finds(tmp_path: Path) -> None:
+    pytest.importorskip("ray")
+    from devicefit.study import RayExecutor
+
+    space = BitSpace(8)
+
+    def run(store: str, executor=None):
+        strategy = make_strategy("evolution", space, seed=2, population=8, tournament=3)
+        return Study(space, Objective(Weighted()), strategy, 30, tmp_path / store, executor=executor, batch=4,
+                     constraints=[Constraint(Weighted(), upper=6, field="cost")], progress=False).run()
+
+    inline, on_ray = run("inline.sqlite"), run("ray.sqlite", RayExecutor(workers=2))
+    assert on_ray.evaluations == inline.evaluations == 30
+    assert [t.candidate for t in on_ray.trials] == [t.candidate for t in inline.trials]
+    assert on_ray.best is not None and on_ray.best.objective == inline.best.objective
+    with Store(tmp_path / "ray.sqlite", readonly=True) as store:  # the driver wrote every result
+        assert store.count(status="ok") == store.count()
