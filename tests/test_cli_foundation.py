@@ -173,6 +173,7 @@ def test_demo_with_data_meets_the_device_budget(data_root: Path, tmp_path: Path,
     assert opt["accuracy"] >= best["values"]["c10valid_valid_200ep"]
     assert opt["accuracy"] == pytest.approx(nb201_table.value(NB201Cell.from_str(opt["arch"]), "c10valid_valid_200ep"))
     assert Path(out["onnx"]).is_file() and (tmp_path / "demo_summary.json").is_file()
+    assert Path(out["report"]["html"]).is_file() and "Pareto front" in Path(out["report"]["markdown"]).read_text()
 
 
 def test_only_input_errors_become_exit_code_2() -> None:

@@ -107,11 +107,9 @@ def run_demo(
         local_ms = _measure_here(onnx_path, result.input_shape)
     summary = result.summary()
     report: dict[str, str] = {}
-    try:
+    if result.best is not None:
         from .report import search_report
-    except ImportError:  # the report package is optional here
-        search_report = None
-    if search_report is not None and result.best is not None:
+
         paths = search_report(store, out, study="demo", data_dir=root)
         report = {"markdown": str(paths.markdown), "html": str(paths.html)}
     res = DemoResult(out, mode, device, limit, summary, optimum, local_ms, onnx_path, report, notes)

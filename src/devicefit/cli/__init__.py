@@ -13,7 +13,8 @@ from .common import OneLineErrorsGroup
 
 app = typer.Typer(
     name="devicefit",
-    help="Fit neural networks to devices: NAS-Bench-201 space, hardware cost, zero-cost proxies, latency predictors.",
+    help="Fit neural networks to devices: architecture search under device budgets, hardware cost, zero-cost "
+    "proxies, latency predictors.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
@@ -25,6 +26,7 @@ from . import demo as _demo  # noqa: E402,F401
 from . import foundation as _foundation  # noqa: E402,F401
 from . import predictor as _predictor  # noqa: E402,F401
 from . import proxies as _proxies  # noqa: E402,F401
+from . import report as _report  # noqa: E402,F401
 from . import search as _search  # noqa: E402,F401
 from . import space as _space  # noqa: E402,F401
 

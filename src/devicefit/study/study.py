@@ -101,6 +101,14 @@ class Constraint:
                 "truth": None if self.truth is None else {"kind": self.truth.kind, "name": self.truth.name}}
 
 
+@dataclass(frozen=True)
+class StoredObjective:
+    """An objective as a stored study describes it (its name and direction), without its estimator."""
+
+    name: str
+    maximize: bool = True
+
+
 @dataclass
 class TrialRecord:
     """One step of a study: a candidate, its objective and costs, and whether it met the constraints."""
@@ -119,7 +127,7 @@ class SearchResult:
     """What a study found: every trial, the best feasible candidate, and the curve of the best so far."""
 
     space: Space
-    objective: Objective
+    objective: Objective | StoredObjective
     trials: list[TrialRecord]
     evaluations: int
     rejected: int
@@ -138,6 +146,40 @@ class SearchResult:
     @property
     def best_candidate(self) -> Any:
         return None if self.best is None else self.space.from_identity(self.best.candidate)
+
+    @classmethod
+    def from_trials(cls, space: Space, objective: Objective | StoredObjective, trials: list[TrialRecord],
+                    settings: dict[str, Any], seconds: float = 0.0) -> SearchResult:
+        """The result of a study's trials: counts, the best feasible trial and the curve of the best so far."""
+        sign = 1.0 if objective.maximize else -1.0
+        best_so_far: list[float | None] = []
+        top: TrialRecord | None = None
+        for t in trials:
+            if not t.evaluated:
+                continue
+            if t.feasible and t.objective is not None and (top is None or sign * t.objective > sign * top.objective):
+                top = t
+            best_so_far.append(None if top is None else top.objective)
+        evaluations = sum(t.evaluated for t in trials)
+        return cls(space, objective, trials, evaluations, len(trials) - evaluations, top, best_so_far, settings,
+                   seconds, int(settings.get("warmup") or 0))
+
+    @classmethod
+    def from_store(cls, store: str | os.PathLike[str], name: str = "search") -> SearchResult:
+        """A finished study read back from its store (no estimator is run): what a report needs."""
+        from ..spaces import get_space
+
+        with Store(store, readonly=True) as db:
+            settings = db.claims(f"study:{name}")
+            records = db.trials(f"study:{name}")
+            studies = [s.removeprefix("study:") for s in db.studies()]
+        if not settings or not records:
+            raise InputError(f"store {str(store)!r} has no finished study {name!r}; it has: "
+                             f"{', '.join(studies) if studies else 'none'}")
+        sp = dict(settings["space"])
+        space = get_space(sp.pop("space"), **sp)
+        goal = StoredObjective(settings["objective"]["name"], bool(settings["objective"]["maximize"]))
+        return cls.from_trials(space, goal, [TrialRecord(**r) for r in records], settings)
 
     # -- several objectives -------------------------------------------------------------------------------
     def cost_name(self) -> str | None:
@@ -311,8 +353,6 @@ class Study:
             trials: list[TrialRecord] = []
             self._by_key: dict[str, TrialRecord] = {}
             evaluations = rejected = 0
-            best_so_far: list[float | None] = []
-            best: float | None = None
             bar = _Bar(self.progress, f"search ({self.strategy.name})", self.budget)
             with bar:
                 while evaluations < self.budget:
@@ -328,10 +368,6 @@ class Study:
                             rejected += 1
                             continue
                         evaluations += 1
-                        if record.feasible and record.objective is not None:
-                            value = record.objective if self.objective.maximize else -record.objective
-                            best = value if best is None else max(best, value)
-                        best_so_far.append(None if best is None else (best if self.objective.maximize else -best))
                         bar.advance()
                     if rejected > MAX_REJECTIONS_PER_EVALUATION * max(1, evaluations):
                         repeats = sum(t.repeat_of is not None for t in trials)
@@ -342,11 +378,10 @@ class Study:
                             f"candidates against {evaluations} feasible ones: loosen them"
                         )
             store.put_trials(f"study:{self.name}", [t.__dict__ for t in trials])
-        feasible = [t for t in trials if t.feasible and t.objective is not None]
-        pick = max if self.objective.maximize else min
-        top = pick(feasible, key=lambda t: t.objective) if feasible else None
-        return SearchResult(self.space, self.objective, trials, evaluations, rejected, top, best_so_far,
-                            self.settings(), time.perf_counter() - start, warm)
+        result = SearchResult.from_trials(self.space, self.objective, trials, self.settings(),
+                                          time.perf_counter() - start)
+        result.warmup_scored = warm
+        return result
 
     def _warm_up(self, store: Store) -> int:
         if not self.warmup:

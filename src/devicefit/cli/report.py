@@ -1,0 +1,32 @@
+"""``devicefit report STORE``: Markdown and one self-contained HTML page of a search study (thin over
+:func:`devicefit.report.search_report`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from . import app
+from .common import DataDirOption, JsonOption, clean_errors, print_json
+
+
+@app.command("report")
+@clean_errors
+def report_command(
+    store: Path = typer.Argument(..., help="Results store of a search (devicefit search --store)."),
+    study: str = typer.Option("search", "--study", help="Name of the study in the store."),
+    out: Path = typer.Option(None, "--out", help="Output folder (default: beside the store, <store>-report)."),
+    data_dir: Path = DataDirOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Write the report of a search: settings, answer, search curve, Pareto front, cost on every device."""
+    from ..report import search_report
+
+    folder = out if out is not None else store.with_name(f"{store.stem}-report")
+    paths = search_report(store, folder, study=study, data_dir=data_dir)
+    if as_json:
+        print_json({"markdown": str(paths.markdown), "html": str(paths.html),
+                    "figures": [str(f) for f in paths.figures]})
+        return
+    print(f"markdown: {paths.markdown}\nhtml: {paths.html}")
