@@ -107,6 +107,31 @@ def throughput(n: int, tmp: Path, executors: list[str]) -> dict[str, Any]:
     return out
 
 
+def ceiling(n: int, tmp: Path) -> dict[str, Any]:
+    """What this machine gives two workers: two independent processes, each scoring half of the cells inline
+    with one thread into its own store, started together; against one process scoring all of them."""
+    def run(parts: list[tuple[int, int]]) -> float:
+        t0 = time.perf_counter()
+        procs = [subprocess.Popen([sys.executable, __file__, "--half-child", str(tmp / f"ceil-{len(parts)}-{a}.sqlite"),
+                                   str(n), str(a), str(b)]) for a, b in parts]
+        for p in procs:
+            if p.wait() != 0:
+                raise RuntimeError("a ceiling child failed")
+        return time.perf_counter() - t0
+
+    one = run([(0, n)])
+    two = run([(0, n // 2), (n // 2, n)])
+    return {"cells": n, "one_process_s": one, "two_processes_s": two, "ceiling_speedup": one / two}
+
+
+def half_child(store: str, n: int, start: int, end: int) -> None:
+    import torch
+
+    torch.set_num_threads(1)
+    cells = sample_nb201_cells(n, 0)[start:end]
+    evaluate_all(get_space("nb201"), cells, [ZeroCostProxies(THROUGHPUT_PROXIES, seed=0)], store, progress=False)
+
+
 def _cpu_children_and_self() -> float:
     me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
@@ -242,6 +267,13 @@ def report(data: dict[str, Any]) -> None:
                                  "load (1 min) after"],
                                 [[k, r["wall_s"], r["cells_per_s"], r["speedup_vs_inline"], r["driver_cpu_s"],
                                   r["load_avg_1min_after"]] for k, r in t["runs"].items()]), ""]
+    if "ceiling" in data:
+        c = data["ceiling"]
+        body += ["### What two cores give two independent processes", "",
+                 f"The same job on {c['cells']} cells as one inline process, then as two independent inline processes "
+                 f"(half the cells each, own stores), started together: {c['one_process_s']:.1f} s against "
+                 f"{c['two_processes_s']:.1f} s, **{c['ceiling_speedup']:.2f}x**. That is the most any executor can "
+                 "reach on this machine; compare the pool and Ray with it.", ""]
     if "kill" in data:
         k = data["kill"]
         body += ["## Resume after kill -9", "",
@@ -277,10 +309,15 @@ def main() -> None:
     ap.add_argument("--trials", type=int, default=10)
     ap.add_argument("--kill-cells", type=int, default=150)
     ap.add_argument("--baseline", default="fb290f5", help="commit to compare CLI start-up against")
+    ap.add_argument("--ceiling", action="store_true", help="two independent inline processes (the hardware's 2x)")
+    ap.add_argument("--half-child", nargs=4, help=argparse.SUPPRESS)
     ap.add_argument("--child", nargs=4, metavar=("STORE", "LOG", "COMMITTED", "CELLS"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         child(*args.child[:3], int(args.child[3]))
+        return
+    if args.half_child:
+        half_child(args.half_child[0], *(int(v) for v in args.half_child[1:]))
         return
     import json
 
@@ -295,6 +332,8 @@ def main() -> None:
             data["overhead"] = {**stamp, **overhead(2000, Path(tmp))}
         if args.throughput or args.all:
             data["throughput"] = {**stamp, **throughput(args.cells, Path(tmp), args.executors.split(","))}
+        if args.ceiling or args.all:
+            data["ceiling"] = {**stamp, **ceiling(args.cells // 2, Path(tmp))}
         if args.kill or args.all:
             data["kill"] = {**stamp, **kill_trials(args.trials, args.kill_cells, Path(tmp), seed=0)}
         if args.startup or args.all:

@@ -57,6 +57,20 @@ def test_process_pool_gives_what_inline_gives_and_runs_elsewhere(tmp_path: Path)
     assert {v["pid"] for v in inline.values("pid").values()} == {os.getpid()}
 
 
+def test_a_pool_session_keeps_its_workers_across_calls_and_stops_them_after(tmp_path: Path) -> None:
+    pool = ProcessExecutor(2)
+    with pool:
+        first = evaluate_all(IntSpace(), range(6), [Pid()], tmp_path / "a.sqlite", executor=pool, progress=False)
+        procs = list(pool._pool[2])
+        second = evaluate_all(IntSpace(), range(6, 12), [Pid(), Square()], tmp_path / "a.sqlite", executor=pool,
+                              progress=False)
+        assert pool._pool is not None and list(pool._pool[2]) == procs  # the same processes served both calls
+    pids = {v["pid"] for res in (first, second) for v in res.values("pid").values()}
+    assert pids <= {p.pid for p in procs} and os.getpid() not in pids
+    assert second.values("square") == {str(i): {"value": i * i} for i in range(6, 12)}
+    assert pool._pool is None and not any(p.is_alive() for p in procs)  # stopped at the end of the session
+
+
 @pytest.mark.slow
 def test_ray_executor_end_to_end(tmp_path: Path) -> None:
     pytest.importorskip("ray")

@@ -18,6 +18,7 @@ from devicefit._lazy import lazy_exports
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
+    from .compression.job import compress
     from .hardware import count_model, measure_latency
     from .models import load_model_file
     from .predictors import make_predictor
@@ -36,6 +37,7 @@ _VERBS: dict[str, str] = {
     "make_predictor": "devicefit.predictors:make_predictor",
     "load_model_file": "devicefit.models:load_model_file",
     "search": "devicefit.study.search_job:search",
+    "compress": "devicefit.compression.job:compress",
 }
 
 
@@ -44,6 +46,7 @@ __getattr__, __dir__ = lazy_exports(__name__, _VERBS)
 
 __all__ = [
     "__version__",
+    "compress",
     "compute_proxies",
     "count_model",
     "evaluate_all",

@@ -13,8 +13,8 @@ from .common import OneLineErrorsGroup
 
 app = typer.Typer(
     name="devicefit",
-    help="Fit neural networks to devices: architecture search under device budgets, hardware cost, zero-cost "
-    "proxies, latency predictors.",
+    help="Fit neural networks to devices: architecture search under device budgets, compression of trained "
+    "models, hardware cost, zero-cost proxies, latency predictors.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
@@ -22,6 +22,7 @@ app = typer.Typer(
 )
 
 # Importing registers the commands (order = order in --help).
+from . import compress as _compress  # noqa: E402,F401
 from . import demo as _demo  # noqa: E402,F401
 from . import foundation as _foundation  # noqa: E402,F401
 from . import predictor as _predictor  # noqa: E402,F401

@@ -40,6 +40,7 @@ NORMALIZATION: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
         (63.22 / 255, 61.26 / 255, 65.09 / 255),
     ),
     "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+    "mnist": ((0.1307,), (0.3081,)),
 }
 _IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 _GZIP_MAGIC = b"\x1f\x8b"

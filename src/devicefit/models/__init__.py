@@ -1,4 +1,5 @@
-"""Models from outside devicefit: a user's model file loaded safely, and checks of what a model accepts.
+"""Models: the built-in models of the compression benchmarks (CIFAR ResNets with pretrained weights, LeNet-5,
+row-MNIST LSTM/GRU) and their data, a user's model file loaded safely, and checks of what a model accepts.
 
 Names are imported on first use (module ``__getattr__``): ``import devicefit.models`` does not import torch.
 """
@@ -10,6 +11,7 @@ from typing import TYPE_CHECKING
 from devicefit._lazy import lazy_exports
 
 if TYPE_CHECKING:
+    from .evaluate import LabelledImages, evaluate_accuracy, load_images
     from .files import (
         MODEL_FILE_KINDS,
         STATE_DICT_KEYS,
@@ -18,8 +20,18 @@ if TYPE_CHECKING:
         model_file_kind,
         proxy_limitation,
     )
+    from .zoo import MODEL_NAMES, MODELS, get_model, load_factory, load_weights, model_spec
 
 _EXPORTS: dict[str, str] = {
+    "LabelledImages": "evaluate",
+    "evaluate_accuracy": "evaluate",
+    "load_images": "evaluate",
+    "MODEL_NAMES": "zoo",
+    "MODELS": "zoo",
+    "get_model": "zoo",
+    "load_factory": "zoo",
+    "load_weights": "zoo",
+    "model_spec": "zoo",
     "MODEL_FILE_KINDS": "files",
     "STATE_DICT_KEYS": "files",
     "check_model_input": "files",
@@ -29,11 +41,20 @@ _EXPORTS: dict[str, str] = {
 }
 
 __all__ = [
+    "MODELS",
     "MODEL_FILE_KINDS",
+    "MODEL_NAMES",
     "STATE_DICT_KEYS",
+    "LabelledImages",
     "check_model_input",
+    "evaluate_accuracy",
+    "get_model",
+    "load_factory",
+    "load_images",
     "load_model_file",
+    "load_weights",
     "model_file_kind",
+    "model_spec",
     "proxy_limitation",
 ]
 

@@ -6,10 +6,15 @@ caller of :func:`devicefit.study.evaluate_all`) writes the store, so workers nee
 Ray cluster needs no shared database.
 
 Workers hold their state in the worker function's own variables, never in module globals: the space and
-the estimators arrive pickled (settings only), :meth:`Estimator.prepare` loads each estimator's
-resources once per worker, and each worker runs one torch thread. A process-pool worker asks the kernel
-to kill it when the driver dies (``PR_SET_PDEATHSIG`` on Linux) and also watches its parent, so a
-``kill -9`` of the driver leaves no orphans computing on.
+the estimators arrive pickled with each unit (settings only: small), :meth:`Estimator.prepare` loads each
+set of estimators' resources once per worker, and each worker runs one torch thread.
+
+Lifetime: used bare, a pool or a Ray session is started for one :func:`evaluate_all` call and stopped at
+its end. Used as a context manager (``with executor:``; the :class:`Study` does this for a whole search,
+which calls the loop once per step), the workers stay up across calls and keep what they prepared.
+
+A process-pool worker asks the kernel to kill it when the driver dies (``PR_SET_PDEATHSIG`` on Linux) and
+also watches its parent, so a ``kill -9`` of the driver leaves no orphans computing on.
 """
 
 from __future__ import annotations
@@ -76,6 +81,44 @@ class Executor(ABC):
     def describe(self) -> dict[str, Any]:
         return {"executor": self.name}
 
+    # -- a session: workers kept up across run() calls ---------------------------------------------------
+    _depth: int = 0
+
+    def __enter__(self) -> Executor:
+        self._depth += 1
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._depth -= 1
+        if self._depth == 0:
+            self.close()
+
+    def close(self) -> None:  # noqa: B027  # a no-op by design: inline keeps nothing up
+        """Stop whatever workers a session kept up (nothing for inline)."""
+
+
+def job_key(space: Space, estimators: Sequence[Estimator]) -> str:
+    """What a worker's prepared estimators are cached under: the space and every estimator's fingerprint."""
+    import json
+
+    return json.dumps([space.settings(), [e.fingerprint(space) for e in estimators]], sort_keys=True)
+
+
+class _Prepared:
+    """A worker's prepared (space, estimators) by job key."""
+
+    def __init__(self) -> None:
+        self.jobs: dict[str, tuple[Space, list[Estimator]]] = {}
+
+    def run(self, key: str, space: Space, estimators: Sequence[Estimator], unit: Unit) -> list[Outcome]:
+        if key not in self.jobs:
+            prepared = list(estimators)
+            for e in prepared:
+                e.prepare()
+            self.jobs[key] = (space, prepared)
+        space, prepared = self.jobs[key]
+        return run_unit(space, prepared, unit)
+
 
 class InlineExecutor(Executor):
     """In this process, one unit after another."""
@@ -101,8 +144,9 @@ def _die_with_parent() -> None:
         pass
 
 
-def _process_worker(space: Space, estimators: Sequence[Estimator], tasks: Any, results: Any, parent: int) -> None:
-    """A pool worker: prepare once, then run units from ``tasks`` until it gets ``None`` or loses its parent."""
+def _process_worker(tasks: Any, results: Any, parent: int) -> None:
+    """A pool worker: run ``(run id, job key, space, estimators, unit)`` tasks until it gets ``None`` or loses its
+    parent, preparing each job's estimators once."""
     import queue
 
     _die_with_parent()
@@ -114,22 +158,23 @@ def _process_worker(space: Space, estimators: Sequence[Estimator], tasks: Any, r
         torch.set_num_threads(1)
     except ImportError:
         pass
-    try:
-        for e in estimators:
-            e.prepare()
-    except Exception as exc:  # report and stop: the driver raises it
-        results.put(("prepare-failed", f"{type(exc).__name__}: {exc}"))
-        return
+    prepared = _Prepared()
     while True:
         try:
-            unit = tasks.get(timeout=1.0)
+            task = tasks.get(timeout=1.0)
         except queue.Empty:
             if os.getppid() != parent:
                 return
             continue
-        if unit is None or os.getppid() != parent:  # no orphan computes on after its driver is gone
+        if task is None or os.getppid() != parent:  # no orphan computes on after its driver is gone
             return
-        results.put(("done", run_unit(space, estimators, unit)))
+        run_id, key, space, estimators, unit = task
+        try:
+            outcomes = prepared.run(key, space, estimators, unit)
+        except Exception as exc:  # prepare() failed: the driver raises it
+            results.put(("prepare-failed", run_id, f"{type(exc).__name__}: {exc}"))
+            continue
+        results.put(("done", run_id, outcomes))
 
 
 class ProcessExecutor(Executor):
@@ -141,74 +186,95 @@ class ProcessExecutor(Executor):
         if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
             raise InputError(f"workers must be an integer >= 1, got {workers!r}")
         self.workers = workers
+        self._pool: tuple[Any, Any, list[Any]] | None = None  # tasks, results, processes
+        self._runs = 0
 
     def describe(self) -> dict[str, Any]:
         return {"executor": self.name, "workers": self.workers}
 
-    def run(self, space: Space, estimators: Sequence[Estimator], units: Iterable[Unit]) -> Iterator[list[Outcome]]:
+    def _start(self, n: int) -> tuple[Any, Any, list[Any]]:
         import multiprocessing as mp
+
+        ctx = mp.get_context("spawn")
+        tasks, results = ctx.Queue(), ctx.Queue()
+        procs = [ctx.Process(target=_process_worker, args=(tasks, results, os.getpid()), daemon=True)
+                 for _ in range(n)]
+        for proc in procs:
+            proc.start()
+        return tasks, results, procs
+
+    def close(self) -> None:
+        if self._pool is None:
+            return
+        tasks, results, procs = self._pool
+        self._pool = None
+        for proc in procs:
+            if proc.is_alive():
+                tasks.put(None)
+        for proc in procs:
+            proc.join(timeout=5)
+            if proc.is_alive():
+                proc.terminate()
+                proc.join(timeout=5)
+        tasks.cancel_join_thread()
+        results.cancel_join_thread()
+
+    def run(self, space: Space, estimators: Sequence[Estimator], units: Iterable[Unit]) -> Iterator[list[Outcome]]:
         import queue
 
         todo = list(units)
         if not todo:
             return
-        ctx = mp.get_context("spawn")
-        tasks, results = ctx.Queue(), ctx.Queue()
-        n = min(self.workers, len(todo))
-        procs = [ctx.Process(target=_process_worker, args=(space, list(estimators), tasks, results, os.getpid()),
-                             daemon=True) for _ in range(n)]
-        for p in procs:
-            p.start()
+        session = self._depth > 0
+        if self._pool is None:
+            self._pool = self._start(self.workers if session else min(self.workers, len(todo)))
+        tasks, results, procs = self._pool
+        self._runs += 1
+        run_id, key = self._runs, job_key(space, estimators)
+        for unit in todo:
+            tasks.put((run_id, key, space, list(estimators), unit))
+        remaining = len(todo)
         try:
-            for unit in todo:
-                tasks.put(unit)
-            for _ in procs:
-                tasks.put(None)
-            remaining = len(todo)
             while remaining:
                 try:
-                    kind, payload = results.get(timeout=1.0)
+                    kind, rid, payload = results.get(timeout=1.0)
                 except queue.Empty:
                     if not any(p.is_alive() for p in procs):
                         raise RuntimeError(
-                            f"all {n} worker processes exited with {remaining} units left "
+                            f"all {len(procs)} worker processes exited with {remaining} units left "
                             f"(exit codes {[p.exitcode for p in procs]}); rerun to resume"
                         ) from None
                     continue
+                if rid != run_id:
+                    continue  # a result of an earlier, interrupted run
                 if kind == "prepare-failed":
                     raise RuntimeError(f"a worker could not prepare the estimators: {payload}")
                 remaining -= 1
                 yield payload
         finally:
-            for p in procs:
-                if p.is_alive():
-                    p.terminate()
-            for p in procs:
-                p.join(timeout=5)
-            tasks.cancel_join_thread()
-            results.cancel_join_thread()
+            if remaining or not session:  # interrupted, or not in a session: no workers left behind
+                self.close()
 
 
 class _RayWorker:
-    """A Ray actor: the estimators prepared once, then units evaluated one at a time."""
+    """A Ray actor: each job's estimators prepared once, then units evaluated one at a time."""
 
-    def __init__(self, space: Space, estimators: Sequence[Estimator]) -> None:
+    def __init__(self) -> None:
         import torch
 
         torch.set_num_threads(1)
-        self.space, self.estimators = space, list(estimators)
-        for e in self.estimators:
-            e.prepare()
+        self.prepared = _Prepared()
 
-    def run(self, unit: Unit) -> list[Outcome]:
-        return run_unit(self.space, self.estimators, unit)
+    def run(self, key: str, space: Space, estimators: Sequence[Estimator], unit: Unit) -> list[Outcome]:
+        return self.prepared.run(key, space, estimators, unit)
 
 
 class RayExecutor(Executor):
     """Ray actors (``pip install devicefit[ray]``): a local Ray with ``workers`` CPUs, or the cluster at ``address``.
 
     One actor per CPU, each with one torch thread; at most two units in flight per actor. Results come back
-    to the driver, which alone writes the store. A local Ray started here is shut down when the run ends.
+    to the driver, which alone writes the store. A local Ray started here is shut down at the end of the run,
+    or of the session (``with executor:``).
     """
 
     name = "ray"
@@ -221,9 +287,35 @@ class RayExecutor(Executor):
         except ImportError:
             raise InputError("the ray executor needs Ray: pip install 'devicefit[ray]'") from None
         self.workers, self.address = workers, address
+        self._started = False
+        self._actors: list[Any] = []
 
     def describe(self) -> dict[str, Any]:
         return {"executor": self.name, "workers": self.workers, "address": self.address}
+
+    def _start(self, n: int) -> list[Any]:
+        import ray
+
+        if not ray.is_initialized():
+            kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
+            if self.address:
+                ray.init(address=self.address, **kwargs)
+            else:
+                ray.init(num_cpus=self.workers or os.cpu_count() or 1, **kwargs)
+            self._started = True
+        actor_cls = ray.remote(num_cpus=1)(_RayWorker)
+        n = min(int(ray.cluster_resources().get("CPU", 1)), n)
+        return [actor_cls.remote() for _ in range(max(1, n))]
+
+    def close(self) -> None:
+        import ray
+
+        for actor in self._actors:
+            ray.kill(actor)
+        self._actors = []
+        if self._started:
+            ray.shutdown()
+            self._started = False
 
     def run(self, space: Space, estimators: Sequence[Estimator], units: Iterable[Unit]) -> Iterator[list[Outcome]]:
         import ray
@@ -231,32 +323,29 @@ class RayExecutor(Executor):
         todo = list(units)
         if not todo:
             return
-        started = not ray.is_initialized()
-        if started:
-            kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
-            if self.address:
-                ray.init(address=self.address, **kwargs)
-            else:
-                ray.init(num_cpus=self.workers or os.cpu_count() or 1, **kwargs)
+        session = self._depth > 0
+        if not self._actors:
+            cpus = self.workers or 10**6
+            self._actors = self._start(cpus if session else min(cpus, len(todo)))
+        key, estimators = job_key(space, estimators), list(estimators)
+        pending: dict[Any, Any] = {}
+        queue_ = list(reversed(todo))
+        finished = False
         try:
-            actor_cls = ray.remote(num_cpus=1)(_RayWorker)
-            n = min(int(ray.cluster_resources().get("CPU", 1)), self.workers or len(todo), len(todo))
-            actors = [actor_cls.remote(space, list(estimators)) for _ in range(max(1, n))]
-            pending: dict[Any, Any] = {}
-            queue_ = list(reversed(todo))
-            for actor in actors:
+            for actor in self._actors:
                 for _ in range(2):
                     if queue_:
-                        pending[actor.run.remote(queue_.pop())] = actor
+                        pending[actor.run.remote(key, space, estimators, queue_.pop())] = actor
             while pending:
                 [ready], _ = ray.wait(list(pending), num_returns=1)
                 actor = pending.pop(ready)
                 if queue_:
-                    pending[actor.run.remote(queue_.pop())] = actor
+                    pending[actor.run.remote(key, space, estimators, queue_.pop())] = actor
                 yield ray.get(ready)
+            finished = True
         finally:
-            if started:
-                ray.shutdown()
+            if not finished or not session:
+                self.close()
 
 
 def make_executor(name: str, *, workers: int | None = None, address: str | None = None) -> Executor:

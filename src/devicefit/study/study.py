@@ -345,7 +345,7 @@ class Study:
     # -- running ----------------------------------------------------------------------------------------
     def run(self) -> SearchResult:
         start = time.perf_counter()
-        with Store(self.store_path) as store:
+        with Store(self.store_path) as store, self.executor:  # workers stay up for the whole search
             store.claim(f"study:{self.name}", self.settings())
             warm = self._warm_up(store)
             if self.move and self.proxy is not None:

@@ -1,0 +1,48 @@
+"""Compression of a trained model: per-layer policies, transforms, recovery training, int8, export.
+
+A **policy** is plain data: module name -> action (so far ``LowRank``, ``Unstructured`` and ``Keep``; channel,
+block and pattern pruning and int8 come next), frozen dataclasses that round-trip through JSON. ``apply_policy(model,
+policy, example_input)`` returns the compressed model, a replayable history and its exact cost; each
+transform is one file that registers the action it implements. Masks are ``torch.nn.utils.prune`` masks, so
+they are kept through training by construction and ``finalize`` bakes them.
+
+The package is ``compression`` so that ``devicefit.compress`` can be the verb (:func:`~.job.compress`), as
+``devicefit.search`` is beside the ``strategies`` package. Names are imported on first use: ``import
+devicefit.compression`` does not import torch.
+"""
+
+from __future__ import annotations
+
+from devicefit._lazy import lazy_exports
+
+_EXPORTS: dict[str, str] = {
+    # policy.py: the actions and the policy type
+    "Action": "policy",
+    "Keep": "policy",
+    "LowRank": "policy",
+    "Unstructured": "policy",
+    "Policy": "policy",
+    # apply.py: the one way to apply a policy
+    "CompressionResult": "apply",
+    "apply_policy": "apply",
+    "compressed_cost": "apply",
+    "finalize": "apply",
+    "register_transform": "apply",
+    "replay_history": "apply",
+    # job.py: the verb, one method at a uniform ratio, recovered and measured
+    "CompressReport": "job",
+    "METHODS": "job",
+    "compress": "job",
+    "method_action": "job",
+    # train.py: recovery training (fine-tuning, distillation), resumable
+    "FinetuneConfig": "train",
+    "FinetuneHistory": "train",
+    "finetune": "train",
+    # the transforms, one file each
+    "svd_factors": "lowrank",
+    "unstructured_mask": "masks",
+}
+
+__all__ = sorted(_EXPORTS)
+
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

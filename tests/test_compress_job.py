@@ -1,0 +1,85 @@
+"""``devicefit compress`` / ``devicefit evaluate`` end to end on the pretrained ResNet-20 and a trained LeNet-5."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from devicefit.cli import app
+
+from .conftest import need_file
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def cifar(data_root: Path) -> Path:
+    need_file(data_root, "models/resnet-cifar10/resnet20-12fca82f.th")
+    need_file(data_root, "images/cifar10-jpg.tar.gz")
+    return data_root
+
+
+def test_lowrank_resnet20_end_to_end(cifar: Path, tmp_path: Path) -> None:
+    import onnxruntime as ort
+
+    from devicefit.compression import Policy, replay_history
+    from devicefit.models import get_model
+
+    res = runner.invoke(app, ["compress", "resnet20", "--method", "lowrank", "--ratio", "0.5", "--out",
+                              str(tmp_path), "--eval-limit", "300", "--data-dir", str(cifar), "--json"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.output)
+    o, c = out["cost"]["original"], out["cost"]["compressed"]
+    assert out["layers"] == 20 and not out["skipped"]  # 19 convolutions and the classifier
+    assert c["macs"] < 0.6 * o["macs"] and c["params"] < 0.6 * o["params"] and o["params"] == 269_722
+    assert 74 < out["accuracy"]["original"] < 90 and out["accuracy"]["compressed"] < out["accuracy"]["original"]
+    assert out["latency_ms"]["compressed"] > 0 and out["speedup"] == pytest.approx(
+        out["latency_ms"]["original"] / out["latency_ms"]["compressed"])
+    # the saved policy + history + weights rebuild the compressed model, and its ONNX file runs
+    policy = Policy.from_json(Path(out["files"]["policy"]).read_text())
+    assert len(policy) == 20
+    history = json.loads(Path(out["files"]["history"]).read_text())
+    model = replay_history(get_model("resnet20"), history, torch.zeros(1, 3, 32, 32))
+    model.load_state_dict(torch.load(out["files"]["weights"], weights_only=True))
+    session = ort.InferenceSession(out["files"]["onnx"], providers=["CPUExecutionProvider"])
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        expected = model.eval()(x).numpy()
+    got = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
+    assert abs(got - expected).max() < 1e-3
+    assert "Compression of resnet20: lowrank, ratio 0.5" in Path(out["files"]["report"]).read_text()
+
+
+def test_masks_save_no_time_and_the_report_says_so(cifar: Path, tmp_path: Path) -> None:
+    import devicefit
+
+    report = devicefit.compress("resnet20", method="unstructured", ratio=0.3, eval_limit=200, data_dir=cifar,
+                                progress=False)
+    o, c = report.cost["original"], report.cost["compressed"]
+    assert c["params"] == o["params"] and c["macs"] == o["macs"]
+    assert c["nonzero_params"] < 0.35 * o["params"]
+    assert any("dense runtime" in n for n in report.notes)
+
+
+def test_evaluate_and_bad_input(cifar: Path, tmp_path: Path) -> None:
+    res = runner.invoke(app, ["evaluate", "resnet20", "--limit", "200", "--data-dir", str(cifar), "--json"])
+    assert res.exit_code == 0, res.output
+    assert 70 < json.loads(res.output)["accuracy"] < 92
+    for args, message in ((["compress", "resnet20", "--method", "lowrank", "--ratio", "0", "--out", str(tmp_path)],
+                           "ratio is the fraction kept"),
+                          (["compress", "resnet20", "--method", "lowrank", "--ratio", "1.5", "--out", str(tmp_path)],
+                           "number in (0, 1]"),
+                          (["compress", "resnet21", "--method", "lowrank", "--ratio", "0.5", "--out", str(tmp_path)],
+                           "unknown model 'resnet21'"),
+                          (["compress", "lenet5", "--method", "lowrank", "--ratio", "0.5", "--out", str(tmp_path)],
+                           "give --weights"),
+                          (["compress", "resnet20", "--method", "lowrank", "--ratio", "0.5", "--out", str(tmp_path),
+                            "--distill"], "give finetune_epochs"),
+                          (["evaluate", "resnet20", "--weights", str(tmp_path / "none.pt")], "none.pt' not found"),
+                          (["evaluate", "mypkg.models:build"], "give --weights and --data")):
+        res = runner.invoke(app, [*args, "--data-dir", str(cifar)])
+        assert res.exit_code == 2 and message in res.output, (args, res.output)
