@@ -27,7 +27,7 @@ _EXPORTS: dict[str, str] = {
     "apply_policy": "apply",
     "compressed_cost": "apply",
     "finalize": "apply",
-    "register_transform": "apply",
+    "register_transform": "registry",
     "replay_history": "apply",
     # job.py: the verb, one method at a uniform ratio, recovered and measured
     "CompressReport": "job",

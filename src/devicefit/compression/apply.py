@@ -11,7 +11,7 @@ on. The history is plain JSON (module, action, what was done, output shape befor
 from __future__ import annotations
 
 import copy as copy_module
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,34 +20,12 @@ from torch import nn
 from torch.nn.utils import prune
 
 from ..errors import InputError
-from .policy import Action, Keep, Policy, action_from_dict
-
-Transform = Callable[[nn.Module, str, nn.Module, Any], dict[str, Any]]
-_TRANSFORMS: dict[type[Action], Transform] = {}
-
-
-class Skip(Exception):
-    """Raised by a transform that does not apply to a layer; the reason is reported, the layer kept."""
-
-
-def register_transform(action: type[Action]) -> Callable[[Transform], Transform]:
-    """Register ``fn(root, module_name, module, action) -> details`` as the transform of ``action``."""
-
-    def deco(fn: Transform) -> Transform:
-        _TRANSFORMS[action] = fn
-        return fn
-
-    return deco
+from .policy import Keep, Policy, action_from_dict
+from .registry import TRANSFORMS, Skip
 
 
 def _load_transforms() -> None:
     from . import lowrank, masks  # noqa: F401  # importing registers them
-
-
-def replace_module(root: nn.Module, name: str, new: nn.Module) -> None:
-    parent_name, _, child = name.rpartition(".")
-    parent = root.get_submodule(parent_name) if parent_name else root
-    setattr(parent, child, new)
 
 
 @dataclass
@@ -91,7 +69,7 @@ def apply_policy(
         known = [n for n, m in modules.items() if n and not list(m.children())]
         raise InputError(f"policy names module(s) the model does not have: {', '.join(unknown[:5])}; its layers: "
                          f"{', '.join(known[:12])}{', ...' if len(known) > 12 else ''}")
-    missing = sorted({type(a).__name__ for a in policy.values() if type(a) not in _TRANSFORMS and
+    missing = sorted({type(a).__name__ for a in policy.values() if type(a) not in TRANSFORMS and
                       not isinstance(a, Keep)})
     if missing:
         raise InputError(f"no transform is registered for {', '.join(missing)}")
@@ -106,7 +84,7 @@ def apply_policy(
         module = out.get_submodule(name)
         before = _shape_of(module, example_input, out)
         try:
-            details = _TRANSFORMS[type(action)](out, name, module, action)
+            details = TRANSFORMS[type(action)](out, name, module, action)
         except Skip as why:
             skipped.append({"module": name, "action": action.tag, "reason": str(why)})
             continue

@@ -19,8 +19,8 @@ import torch
 from torch import nn
 
 from ..errors import InputError
-from .apply import Skip, register_transform, replace_module
 from .policy import LowRank
+from .registry import Skip, register_transform, replace_module
 
 
 def svd_factors(weight: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -18,8 +18,8 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
-from .apply import Skip, register_transform
 from .policy import Unstructured
+from .registry import Skip, register_transform
 
 
 def unstructured_mask(weight: torch.Tensor, sparsity: float) -> torch.Tensor:
