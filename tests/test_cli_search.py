@@ -100,3 +100,27 @@ def test_multi_objective_search_gives_a_true_pareto_front_and_the_best_as_onnx(t
     got = np.concatenate([session.run(None, {session.get_inputs()[0].name: x[i:i + 1].numpy()})[-1]
                           for i in range(2)])
     np.testing.assert_allclose(got, expected.numpy(), rtol=1e-4, atol=1e-4)
+
+
+def test_a_predicted_budget_is_rechecked_and_the_answer_meets_the_true_one(tables: Path, tmp_path: Path) -> None:
+    import devicefit
+    from devicefit.data import load_device_table
+    from devicefit.predictors import make_predictor, split_table
+
+    pixel3 = load_device_table("pixel3", tables)
+    train, _ = split_table(pixel3, 200, seed=0)
+    path = make_predictor("flops").fit_table(pixel3, train).save(tmp_path / "flops")  # a rough predictor
+    limit = 10.68
+    result = devicefit.search(objective="c10valid_valid_200ep", strategy="evolution", budget=80, device="pixel3",
+                              max_latency_ms=limit, latency_from="predictor", predictor=path,
+                              store=tmp_path / "s.sqlite", data_dir=tables, progress=False,
+                              strategy_options={"population": 20, "tournament": 5})
+    report = result.extra["feasibility"]
+    check = report["predicted_pixel3_ms"]
+    judged = [t for t in result.trials if t.evaluated and t.feasible]
+    truly = [t for t in judged if pixel3[result.space.from_identity(t.candidate)] <= limit]
+    assert check["predicted_feasible"] == len(judged) and check["truly_feasible"] == len(truly)
+    assert check["truly_feasible"] < check["predicted_feasible"]  # a rough predictor lets some through
+    assert report["answer"]["confirmed"] and result.best is not None
+    assert pixel3[result.best_candidate] <= limit  # the answer meets the true budget
+    assert result.best.objective == max(t.objective for t in truly)  # and is the best that does

@@ -13,7 +13,8 @@ a constraint no cell can meet (below the fastest cell of the device's table), a 
 the strategy's initial population. The latency constraint is checked before the objective is evaluated
 (cheap first); with ``latency_from="predictor"`` a saved predictor judges candidates during the search and
 the device table re-checks the answer at the end, and the result says how many predicted-feasible
-candidates were truly feasible.
+candidates were truly feasible; the answer is then the best candidate the table confirms (candidates checked
+in order of objective, as one measures the top few on the device), so it always meets the true budget.
 
 ``objective`` may also be a zero-cost proxy (``synflow``): the search then needs no accuracy table, and with
 ``proxy_images="noise"`` no data directory at all. ``device="local"`` is this machine: each candidate's latency
@@ -211,16 +212,27 @@ def _add_truth(result: SearchResult, constraints: list[Constraint], store: Path,
     cands = [result.space.from_identity(t.candidate) for t in feasible]
     res = evaluate_all(result.space, cands, [c.truth for c in checked], store, executor=runner, progress=False)
     report = {}
+    truly_ok = {t.candidate for t in feasible}
     for c in checked:
         assert c.truth is not None
         truth = {t.candidate: res.value(t.candidate, c.truth.name) for t in feasible}
         ok = [i for i, v in truth.items() if c.holds(v)]
+        truly_ok &= set(ok)
         over = [100.0 * (float(v["value"]) / c.upper - 1.0) for v in truth.values()
                 if v is not None and c.upper is not None and not c.holds(v)]
         report[c.name] = {
             "truth": c.truth.name, "predicted_feasible": len(feasible), "truly_feasible": len(ok),
             "share_truly_feasible": len(ok) / len(feasible) if feasible else None,
             "worst_violation_pct": max(over) if over else 0.0,
-            "best_truly_feasible": None if result.best is None else result.best.candidate in ok,
+            "best_predicted_truly_feasible": None if result.best is None else result.best.candidate in ok,
         }
+    # The answer is the best candidate that the truth confirms: checked in order of objective, as one would
+    # measure the top candidates on the device, stopping at the first that meets every constraint.
+    sign = 1.0 if result.objective.maximize else -1.0
+    ranked = sorted((t for t in feasible if t.objective is not None), key=lambda t: -sign * float(t.objective))
+    confirmed = next((i for i, t in enumerate(ranked) if t.candidate in truly_ok), None)
+    report["answer"] = {"predicted_best": None if result.best is None else result.best.candidate,
+                        "checked_in_order": None if confirmed is None else confirmed + 1,
+                        "confirmed": confirmed is not None}
+    result.best = None if confirmed is None else ranked[confirmed]
     result.extra["feasibility"] = report
