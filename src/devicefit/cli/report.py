@@ -16,11 +16,15 @@ from .common import DataDirOption, JsonOption, clean_errors, print_json
 def report_command(
     store: Path = typer.Argument(..., help="Results store of a search (devicefit search --store)."),
     study: str = typer.Option("search", "--study", help="Name of the study in the store."),
-    out: Path = typer.Option(None, "--out", help="Output folder (default: beside the store, <store>-report)."),
+    out: Path = typer.Option(None, "--out", help="Output folder (default: beside the store, <store name>-report)."),
     data_dir: Path = DataDirOption,
     as_json: bool = JsonOption,
 ) -> None:
-    """Write the report of a search: settings, answer, search curve, Pareto front, cost on every device."""
+    """Write the report of a search: Markdown (PNG figures beside it) and one self-contained HTML page.
+
+    Settings, the answer (with its test accuracy), the search curve, the Pareto front against the constrained
+    cost, the re-check of a predicted budget, and the answer's latency and rank on every device table.
+    """
     from ..report import search_report
 
     folder = out if out is not None else store.with_name(f"{store.stem}-report")

@@ -6,9 +6,12 @@ from __future__ import annotations
 import html
 import io
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from ..errors import InputError
 
 _STYLE = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem;
@@ -39,31 +42,36 @@ class Document:
         self.blocks.append(("table", (header, rows)))
 
     def figure(self, name: str, fig: Any, caption: str) -> None:
-        """``fig``: a matplotlib figure, rendered now (PNG for Markdown, SVG for HTML) and closed."""
-        import matplotlib.pyplot as plt
+        """``fig``: a matplotlib :class:`~matplotlib.figure.Figure`, rendered now: PNG for the Markdown, SVG for
+        the HTML page (text drawn as paths, so the page needs no font; no date and a fixed hash salt, so equal
+        input gives equal files; every id prefixed with ``name``, so two figures never share an id)."""
+        import matplotlib
 
         png, svg = io.BytesIO(), io.StringIO()
-        fig.savefig(png, format="png", dpi=110)
-        fig.savefig(svg, format="svg")
-        plt.close(fig)
+        with matplotlib.rc_context({"svg.fonttype": "path", "svg.hashsalt": name}):
+            fig.savefig(png, format="png", dpi=110, metadata={"Software": None})
+            fig.savefig(svg, format="svg", metadata={"Date": None})
         text = svg.getvalue()
-        self.blocks.append(("figure", (name, png.getvalue(), text[text.index("<svg"):], caption)))
+        self.blocks.append(("figure", (name, png.getvalue(), _scoped(text[text.index("<svg"):], name), caption)))
 
     # -- renderings ---------------------------------------------------------------------------------------
     def write(self, out_dir: str | os.PathLike[str], stem: str) -> tuple[Path, Path, list[Path]]:
-        """Write ``<stem>.md`` with its PNG figures and ``<stem>.html``; returns their paths."""
+        """Write ``<stem>.md`` with its PNG figures and ``<stem>.html`` (each file atomically); their paths."""
         out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        figures = []
-        for kind, value in self.blocks:
-            if kind == "figure":
-                name, png, _, _ = value
-                path = out / f"{stem}_{name}.png"
-                _atomic(path, png)
-                figures.append(path)
-        md, page = out / f"{stem}.md", out / f"{stem}.html"
-        _atomic(md, self.markdown(stem).encode())
-        _atomic(page, self.html().encode())
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            figures = []
+            for kind, value in self.blocks:
+                if kind == "figure":
+                    name, png, _, _ = value
+                    path = out / f"{stem}_{name}.png"
+                    _atomic(path, png)
+                    figures.append(path)
+            md, page = out / f"{stem}.md", out / f"{stem}.html"
+            _atomic(md, self.markdown(stem).encode())
+            _atomic(page, self.html().encode())
+        except OSError as exc:
+            raise InputError(f"report folder {str(out)!r} cannot be written: {exc.strerror or exc}") from None
         return md, page, figures
 
     def markdown(self, stem: str) -> str:
@@ -135,7 +143,22 @@ def _inline(text: str) -> str:
     return "".join(out)
 
 
+def _scoped(svg: str, scope: str) -> str:
+    """``svg`` with each of its ids, and every reference to one (``href="#id"``, ``url(#id)``), prefixed with
+    ``scope``: matplotlib names glyphs and markers alike in every figure (``DejaVuSans-30``)."""
+    ids = set(re.findall(r'\bid="([^"]+)"', svg))
+
+    def scoped(m: re.Match[str]) -> str:
+        name = m.group(2)
+        return m.group(1) + (f"{scope}-{name}" if name in ids else name) + m.group(3)
+
+    return re.sub(r'(\bid="|href="#|url\(#)([^")]+)([")])', scoped, svg)
+
+
 def _atomic(path: Path, data: bytes) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
