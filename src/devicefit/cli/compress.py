@@ -34,9 +34,10 @@ def _model(model: str, weights: Path | None, dataset: str | None):
 @clean_errors
 def compress_command(
     model: str = ModelArgument,
-    method: Literal["lowrank", "unstructured"] = typer.Option(..., "--method", help="Compression method."),
+    method: Literal["lowrank", "channel", "unstructured", "block"] = typer.Option(
+        ..., "--method", help="Compression method."),
     ratio: float = typer.Option(..., "--ratio", help="Fraction kept in each layer: rank fraction (lowrank), "
-                                "1 - sparsity (unstructured)."),
+                                "channels (channel), 1 - sparsity (unstructured, block)."),
     out: Path = typer.Option(..., "--out", help="Output folder: policy, history, weights, ONNX, report."),
     weights: Path = WeightsOption,
     data: Literal["cifar10", "mnist"] = typer.Option(None, "--data", help="Data set of a module:factory model."),

@@ -1,7 +1,8 @@
 """Compression of a trained model: per-layer policies, transforms, recovery training, int8, export.
 
-A **policy** is plain data: module name -> action (so far ``LowRank``, ``Unstructured`` and ``Keep``; channel,
-block and pattern pruning and int8 come next), frozen dataclasses that round-trip through JSON. ``apply_policy(model,
+A **policy** is plain data: layer name -> action (``LowRank``, ``ChannelPrune``, ``Unstructured``, ``Block``,
+``Pattern``, ``Int8``, ``Keep``), frozen dataclasses that round-trip through JSON; a layer is a module name or
+one LSTM/GRU matrix (``rnn.weight_hh_l0``). ``apply_policy(model,
 policy, example_input)`` returns the compressed model, a replayable history and its exact cost; each
 transform is one file that registers the action it implements. Masks are ``torch.nn.utils.prune`` masks, so
 they are kept through training by construction and ``finalize`` bakes them.
@@ -18,10 +19,20 @@ from devicefit._lazy import lazy_exports
 _EXPORTS: dict[str, str] = {
     # policy.py: the actions and the policy type
     "Action": "policy",
+    "Block": "policy",
+    "ChannelPrune": "policy",
+    "Int8": "policy",
     "Keep": "policy",
     "LowRank": "policy",
+    "Pattern": "policy",
     "Unstructured": "policy",
     "Policy": "policy",
+    # analysis.py: compressible layers, their share of MACs and params, coupled channel groups
+    "LayerInfo": "analysis",
+    "analyze_layers": "analysis",
+    "ChannelScatter": "analysis",
+    # bn.py
+    "recalibrate_batchnorm": "bn",
     # apply.py: the one way to apply a policy
     "CompressionResult": "apply",
     "apply_policy": "apply",
@@ -40,7 +51,11 @@ _EXPORTS: dict[str, str] = {
     "finetune": "train",
     # the transforms, one file each
     "svd_factors": "lowrank",
+    "LowRankRNN": "lowrank",
     "unstructured_mask": "masks",
+    "block_mask": "masks",
+    "pattern_library": "masks",
+    "pattern_mask": "masks",
 }
 
 __all__ = sorted(_EXPORTS)

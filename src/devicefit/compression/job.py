@@ -9,12 +9,14 @@ What ``devicefit compress`` runs, one call in Python::
 Steps: the model (a built-in name with its pretrained weights, or an ``nn.Module``) -> a uniform policy over
 its compressible layers (Conv2d, Linear, and LSTM/GRU for masks) -> :func:`apply_policy` -> optional
 recovery training (:func:`finetune`, with distillation from the original on request) -> accuracy of the
-original, of the compressed model before and after recovery, on the test part -> ONNX export of both and
+original, of the compressed model (BatchNorm statistics re-estimated on 20 training batches) and after
+recovery, on the test part -> ONNX export of both and
 their latency here (ONNX Runtime, 1 thread, the same protocol, measured alternately) -> ``out``: the
 policy, the history, the compressed weights, the ONNX file and the report (Markdown + JSON).
 
-``ratio`` is the fraction kept in each layer: the rank fraction for ``lowrank``, ``1 - sparsity`` for
-``unstructured``. On a dense runtime masks save no time; the report says so from the measurement.
+``ratio`` is the fraction kept in each layer: the rank fraction for ``lowrank``, the channels kept for
+``channel`` (coupled layers pruned together through Torch-Pruning), ``1 - sparsity`` for ``unstructured`` and
+``block``. On a dense runtime masks save no time; the report says so from the measurement.
 """
 
 from __future__ import annotations
@@ -30,9 +32,10 @@ from torch import nn
 
 from ..errors import InputError
 from .apply import apply_policy, compressed_cost, finalize
-from .policy import Action, LowRank, Policy, Unstructured
+from .bn import recalibrate_batchnorm
+from .policy import Action, Block, ChannelPrune, LowRank, Policy, Unstructured
 
-METHODS = ("lowrank", "unstructured")
+METHODS = ("lowrank", "channel", "unstructured", "block")
 
 
 def method_action(method: str, ratio: float) -> Action:
@@ -41,19 +44,12 @@ def method_action(method: str, ratio: float) -> Action:
         raise InputError(f"ratio is the fraction kept in each layer, a number in (0, 1]; got {ratio!r}")
     if method == "lowrank":
         return LowRank(rank_fraction=float(ratio))
-    if method == "unstructured":
-        if ratio == 1.0:
-            return Unstructured(sparsity=0.0)
-        return Unstructured(sparsity=1.0 - float(ratio))
+    if method == "channel":
+        return ChannelPrune(keep=float(ratio))
+    if method in ("unstructured", "block"):
+        sparsity = 0.0 if ratio == 1.0 else 1.0 - float(ratio)
+        return Unstructured(sparsity=sparsity) if method == "unstructured" else Block(sparsity=sparsity)
     raise InputError(f"unknown compression method {method!r}; available now: {', '.join(METHODS)}")
-
-
-def compressible_layers(model: nn.Module, method: str) -> list[str]:
-    """Leaf layers a method applies to: Conv2d and Linear; LSTM/GRU too for masks."""
-    kinds: tuple[type[nn.Module], ...] = (nn.Conv2d, nn.Linear)
-    if method == "unstructured":
-        kinds += (nn.LSTM, nn.GRU)
-    return [n for n, m in model.named_modules() if n and isinstance(m, kinds)]
 
 
 @dataclass
@@ -145,14 +141,16 @@ def compress(
             raise InputError(f"--out {str(out_dir)!r} is a file, expected a folder")
         out_dir.mkdir(parents=True, exist_ok=True)
     test = load_images(dataset, "test" if dataset == "cifar10" else "test2k", data_dir)
-    layers = compressible_layers(original, method)
-    result = apply_policy(original, Policy.uniform(layers, action), example)
+    policy = Policy.uniform(original, action)  # every layer that supports the action
+    train = load_images(dataset, "train" if dataset == "cifar10" else "train8k", data_dir)
+    calibration = list(train.subset(1280).batches(64))  # 20 fixed batches
+    result = apply_policy(original, policy, example, data=calibration)
     compressed = result.model
+    recalibrate_batchnorm(compressed, calibration)  # new layers see new activations: re-estimate BN statistics
     accuracy: dict[str, float | None] = {"original": evaluate_accuracy(original, test, limit=eval_limit),
                                          "compressed": evaluate_accuracy(compressed, test, limit=eval_limit),
                                          "recovered": None}
     if finetune_epochs:
-        train = load_images(dataset, "train" if dataset == "cifar10" else "train8k", data_dir)
         config = FinetuneConfig(epochs=finetune_epochs, lr=lr, seed=seed, augment=dataset == "cifar10")
         finetune(compressed, train, config, teacher=original if distill else None, progress=progress,
                  checkpoint=None if out_dir is None else out_dir / "finetune.ckpt")
@@ -168,7 +166,7 @@ def compress(
     speedup = lat["original"] / lat["compressed"]
     cost = {"original": compressed_cost(original, example), "compressed": result.cost}
     notes = []
-    if method == "unstructured":
+    if method in ("unstructured", "block"):
         notes.append(f"Masks on a dense runtime: {speedup:.2f}x here (ONNX Runtime multiplies the zeros); what "
                      f"they save is size once stored sparse: {cost['compressed']['nonzero_params']:,} of "
                      f"{cost['compressed']['params']:,} weights are non-zero.")
@@ -183,7 +181,7 @@ def compress(
                  "weights": out_dir / "compressed.pt", "onnx": out_dir / "compressed.onnx",
                  "report": out_dir / "compress_report.md", "json": out_dir / "compress_report.json"}
         report.files = {k: str(v) for k, v in files.items()}
-        _write(files["policy"], Policy.uniform(layers, action).to_json().encode())
+        _write(files["policy"], policy.to_json().encode())
         _write(files["history"], json.dumps(result.history, indent=1).encode())
         torch.save(compressed.state_dict(), files["weights"])
         _write(files["onnx"], onnx["compressed"])

@@ -6,9 +6,18 @@
   outputs (same stride, padding, dilation) then a 1x1 convolution to ``out`` (with the bias).
 - ``Conv2d``, ``spatial`` form (Jaderberg's scheme 2, solved by SVD as in Tai et al. 1511.06067): the kernel
   as the matrix (in*kh x out*kw) -> a kh x 1 convolution with r outputs then a 1 x kw convolution to ``out``.
+- ``nn.LSTM``/``nn.GRU`` (ShrinkML, arXiv 1907.03540): each input matrix ``weight_ih_l{k}`` and recurrent
+  matrix ``weight_hh_l{k}`` is factorised like a Linear. PyTorch's fused RNN kernels take only full matrices,
+  so the layer becomes a :class:`LowRankRNN`: the same recurrence (gate order and equations of ``nn.LSTM`` /
+  ``nn.GRU``) written with one ``nn.Linear`` (or factorised pair) per matrix, the input products of all steps
+  in one matmul and a Python loop over the steps for the recurrent ones. It exports to ONNX (the loop
+  unrolled over the example's steps, so a different sequence length needs a new export). On CPU it is slower
+  than the fused kernel at the same size (a step loop in Python; see the report); what it buys is fewer
+  weights and MACs. Naming one matrix (``"rnn.weight_hh_l0"``) factorises only that one.
 
 The rank kept is ``max(1, round(rank_fraction * full_rank))``; at ``rank_fraction=1`` the factorisation is
-exact up to float rounding. Grouped convolutions are not factorised (skipped and reported).
+exact up to float rounding. Grouped convolutions, bidirectional RNNs and LSTMs with projections are not
+factorised (skipped and reported).
 """
 
 from __future__ import annotations
@@ -45,6 +54,10 @@ def factorize(root: nn.Module, name: str, module: nn.Module, action: LowRank) ->
         if action.form not in ("auto", "linear"):
             raise Skip(f"LowRank form {action.form!r} is for convolutions; Linear takes 'linear'")
         return _linear(root, name, module, action.rank_fraction)
+    if isinstance(module, (nn.LSTM, nn.GRU)):
+        if action.form not in ("auto", "linear"):
+            raise Skip(f"LowRank form {action.form!r} is for convolutions; LSTM/GRU matrices take 'linear'")
+        return _rnn(root, name, module, action.rank_fraction)
     if isinstance(module, nn.Conv2d):
         if module.groups != 1:
             raise Skip(f"grouped convolution (groups={module.groups}) is not factorised")
@@ -53,7 +66,7 @@ def factorize(root: nn.Module, name: str, module: nn.Module, action: LowRank) ->
         if action.form == "spatial":
             return _spatial(root, name, module, action.rank_fraction)
         return _channel(root, name, module, action.rank_fraction)
-    raise Skip(f"{type(module).__name__} is not factorised (Linear and Conv2d are)")
+    raise Skip(f"{type(module).__name__} is not factorised (Linear, Conv2d and LSTM/GRU matrices are)")
 
 
 def _linear(root: nn.Module, name: str, m: nn.Linear, fraction: float) -> dict[str, Any]:
@@ -106,3 +119,88 @@ def _spatial(root: nn.Module, name: str, m: nn.Conv2d, fraction: float) -> dict[
             second.bias.copy_(m.bias)
     replace_module(root, name, nn.Sequential(first, second))
     return {"form": "spatial", "rank": r, "full_rank": full}
+
+
+class LowRankRNN(nn.Module):
+    """An ``nn.LSTM`` or ``nn.GRU`` (unidirectional, no projection) whose matrices are modules: ``weight_ih_l{k}``
+    and ``weight_hh_l{k}`` are each an ``nn.Linear`` (with the matching bias) or a factorised pair. Same call
+    and outputs as the original: ``(output, (h_n, c_n))`` for an LSTM, ``(output, h_n)`` for a GRU."""
+
+    def __init__(self, rnn: nn.LSTM | nn.GRU) -> None:
+        super().__init__()
+        self.cell = "lstm" if isinstance(rnn, nn.LSTM) else "gru"
+        self.input_size, self.hidden_size, self.num_layers = rnn.input_size, rnn.hidden_size, rnn.num_layers
+        self.batch_first = rnn.batch_first
+        self.dropout = float(rnn.dropout)
+        gates = 4 if self.cell == "lstm" else 3
+        for k in range(self.num_layers):
+            for kind in ("ih", "hh"):
+                w = rnn.get_parameter(f"weight_{kind}_l{k}")
+                b = getattr(rnn, f"bias_{kind}_l{k}", None) if rnn.bias else None
+                lin = nn.Linear(w.shape[1], gates * self.hidden_size, bias=b is not None)
+                with torch.no_grad():
+                    lin.weight.copy_(w)
+                    if b is not None:
+                        lin.bias.copy_(b)
+                self.add_module(f"weight_{kind}_l{k}", lin)
+
+    def forward(self, x: torch.Tensor, hx: Any = None) -> tuple[torch.Tensor, Any]:
+        batched = x.dim() == 3
+        if not batched:
+            x = x.unsqueeze(1)
+        elif self.batch_first:
+            x = x.transpose(0, 1)  # (T, N, I)
+        steps, n = x.shape[0], x.shape[1]
+        zeros = x.new_zeros(self.num_layers, n, self.hidden_size)
+        if hx is None:
+            h0, c0 = zeros, zeros
+        elif self.cell == "lstm":
+            h0, c0 = hx if batched else (hx[0].unsqueeze(1), hx[1].unsqueeze(1))
+        else:
+            h0, c0 = (hx if batched else hx.unsqueeze(1)), zeros
+        hs, cs = [], []
+        for k in range(self.num_layers):
+            ih = self.get_submodule(f"weight_ih_l{k}")(x)  # all steps at once: (T, N, G*H)
+            hh = self.get_submodule(f"weight_hh_l{k}")
+            h, c = h0[k], c0[k]
+            outs = []
+            for t in range(steps):
+                if self.cell == "lstm":
+                    i, f, g, o = (ih[t] + hh(h)).chunk(4, -1)
+                    c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+                    h = torch.sigmoid(o) * torch.tanh(c)
+                else:
+                    ri, zi, ni = ih[t].chunk(3, -1)
+                    rh, zh, nh = hh(h).chunk(3, -1)
+                    r, z = torch.sigmoid(ri + rh), torch.sigmoid(zi + zh)
+                    h = (1 - z) * torch.tanh(ni + r * nh) + z * h
+                outs.append(h)
+            x = torch.stack(outs)
+            if self.dropout and self.training and k < self.num_layers - 1:
+                x = nn.functional.dropout(x, self.dropout)
+            hs.append(h)
+            cs.append(c)
+        h_n = torch.stack(hs)
+        out = x.transpose(0, 1) if self.batch_first and batched else x
+        if not batched:
+            out, h_n, c_n = out.squeeze(1), h_n.squeeze(1), torch.stack(cs).squeeze(1)
+        else:
+            c_n = torch.stack(cs)
+        return out, ((h_n, c_n) if self.cell == "lstm" else h_n)
+
+
+def _rnn(root: nn.Module, name: str, m: nn.LSTM | nn.GRU, fraction: float) -> dict[str, Any]:
+    """Factorise every matrix of ``m`` (``name`` the module) or the one matrix ``name`` names."""
+    if m.bidirectional or getattr(m, "proj_size", 0):
+        raise Skip("bidirectional RNNs and LSTMs with projections are not factorised")
+    parent, _, last = name.rpartition(".")
+    if parent and last.startswith(("weight_ih_l", "weight_hh_l")) and root.get_submodule(parent) is m:
+        module_name, matrices = parent, [last]  # one matrix of m
+    else:
+        module_name, matrices = name, [f"weight_{kind}_l{k}" for k in range(m.num_layers) for kind in ("ih", "hh")]
+    replace_module(root, module_name, LowRankRNN(m))
+    ranks = {}
+    for mat in matrices:
+        full_name = f"{module_name}.{mat}"
+        ranks[mat] = _linear(root, full_name, root.get_submodule(full_name), fraction)
+    return {"form": "linear", "rnn": type(m).__name__, "matrices": ranks}
