@@ -102,7 +102,7 @@ def test_unstructured_masks_persist_through_training_and_finalize() -> None:
 
 
 def test_unstructured_pruning_of_lstm_matrices() -> None:
-    from devicefit.models.mnist_models import RowRNN
+    from devicefit.models.rnn import RowRNN
 
     torch.manual_seed(0)
     rnn = RowRNN("lstm", hidden=16).eval()

@@ -48,7 +48,12 @@ _EXPORTS: dict[str, str] = {
     # train.py: recovery training (fine-tuning, distillation), resumable
     "FinetuneConfig": "train",
     "FinetuneHistory": "train",
+    "TrainingHook": "train",
+    "distillation_loss": "train",
     "finetune": "train",
+    # distill.py: distillation on synthetic data (no training data shared)
+    "bn_statistics_loss": "distill",
+    "synthetic_images": "distill",
     # the transforms, one file each
     "svd_factors": "lowrank",
     "LowRankRNN": "lowrank",

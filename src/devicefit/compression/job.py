@@ -151,7 +151,8 @@ def compress(
                                          "compressed": evaluate_accuracy(compressed, test, limit=eval_limit),
                                          "recovered": None}
     if finetune_epochs:
-        config = FinetuneConfig(epochs=finetune_epochs, lr=lr, seed=seed, augment=dataset == "cifar10")
+        config = FinetuneConfig(epochs=finetune_epochs, lr=lr, seed=seed, augment=dataset == "cifar10",
+                                distill=distill)
         finetune(compressed, train, config, teacher=original if distill else None, progress=progress,
                  checkpoint=None if out_dir is None else out_dir / "finetune.ckpt")
         accuracy["recovered"] = evaluate_accuracy(compressed, test, limit=eval_limit)

@@ -11,7 +11,18 @@ from typing import TYPE_CHECKING
 from devicefit._lazy import lazy_exports
 
 if TYPE_CHECKING:
-    from .evaluate import LabelledImages, evaluate_accuracy, load_images
+    from .evaluate import (
+        DataSource,
+        LabelledImages,
+        TensorData,
+        calibration_batch,
+        cifar10_split,
+        data_for,
+        evaluate_accuracy,
+        held_out_indices,
+        load_images,
+        mnist_split,
+    )
     from .files import (
         MODEL_FILE_KINDS,
         STATE_DICT_KEYS,
@@ -20,18 +31,38 @@ if TYPE_CHECKING:
         model_file_kind,
         proxy_limitation,
     )
-    from .zoo import MODEL_NAMES, MODELS, get_model, load_factory, load_weights, model_spec
+    from .zoo import (
+        MODEL_NAMES,
+        MODELS,
+        ModelSpec,
+        describe,
+        get_model,
+        load_factory,
+        load_weights,
+        model_spec,
+        train_mnist_model,
+    )
 
 _EXPORTS: dict[str, str] = {
+    "DataSource": "evaluate",
     "LabelledImages": "evaluate",
+    "TensorData": "evaluate",
+    "calibration_batch": "evaluate",
+    "cifar10_split": "evaluate",
+    "data_for": "evaluate",
     "evaluate_accuracy": "evaluate",
+    "held_out_indices": "evaluate",
     "load_images": "evaluate",
+    "mnist_split": "evaluate",
     "MODEL_NAMES": "zoo",
     "MODELS": "zoo",
+    "ModelSpec": "zoo",
+    "describe": "zoo",
     "get_model": "zoo",
     "load_factory": "zoo",
     "load_weights": "zoo",
     "model_spec": "zoo",
+    "train_mnist_model": "zoo",
     "MODEL_FILE_KINDS": "files",
     "STATE_DICT_KEYS": "files",
     "check_model_input": "files",
@@ -45,17 +76,27 @@ __all__ = [
     "MODEL_FILE_KINDS",
     "MODEL_NAMES",
     "STATE_DICT_KEYS",
+    "DataSource",
     "LabelledImages",
+    "ModelSpec",
+    "TensorData",
+    "calibration_batch",
     "check_model_input",
+    "cifar10_split",
+    "data_for",
+    "describe",
     "evaluate_accuracy",
     "get_model",
+    "held_out_indices",
     "load_factory",
     "load_images",
     "load_model_file",
     "load_weights",
+    "mnist_split",
     "model_file_kind",
     "model_spec",
     "proxy_limitation",
+    "train_mnist_model",
 ]
 
 
