@@ -51,6 +51,18 @@ _EXPORTS: dict[str, str] = {
     "TrainingHook": "train",
     "distillation_loss": "train",
     "finetune": "train",
+    # admm.py: training-time pruning, as training hooks
+    "AdmmPruning": "admm",
+    "ReweightedGroupLasso": "admm",
+    # int8.py: post-training int8 (onnxruntime QDQ) and fake-quant estimates
+    "Int8Config": "int8",
+    "fake_quantize": "int8",
+    "quantize_onnx_int8": "int8",
+    # export.py: ONNX export of a compressed model, measured against the original
+    "Comparison": "export",
+    "TimingProtocol": "export",
+    "compare_models": "export",
+    "export_compressed": "export",
     # distill.py: distillation on synthetic data (no training data shared)
     "bn_statistics_loss": "distill",
     "synthetic_images": "distill",
