@@ -2,7 +2,7 @@
 
 Each model is trained from a fixed seed on MNIST ``train8k`` (the first 8,000 images of the official MNIST
 *test* set, the only MNIST in the data directory) with the toolkit's one training loop
-(:func:`devicefit.models.train_mnist_model`: SGD momentum 0.9, weight decay 5e-4, cosine to zero; settings in
+(:func:`devicefit.compression.train_mnist_model`: SGD momentum 0.9, weight decay 5e-4, cosine to zero; settings in
 ``devicefit.models.zoo.MNIST_TRAINING``) and tested on ``test2k`` (the last 2,000, never trained on). Weights
 are written as state dicts to ``--out`` (default ``benchmarks/results/.models/``, git-ignored); a model whose
 file exists is loaded, not retrained (delete the file to retrain). Wall time is that of the training.
@@ -26,7 +26,8 @@ NAME = "train_mnist_models"
 def main() -> None:
     import torch
 
-    from devicefit.models import evaluate_accuracy, mnist_split, train_mnist_model
+    from devicefit.compression import train_mnist_model
+    from devicefit.models import evaluate_accuracy, mnist_split
     from devicefit.models.zoo import MNIST_TRAINING
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from devicefit.compression import train_mnist_model
 from devicefit.errors import InputError
 from devicefit.models import (
     MODEL_NAMES,
@@ -27,7 +28,6 @@ from devicefit.models import (
     load_weights,
     mnist_split,
     model_spec,
-    train_mnist_model,
 )
 
 from .conftest import need_file
@@ -180,14 +180,14 @@ def test_evaluate_accuracy_counts_and_checks_its_inputs() -> None:
 def test_train_mnist_model_trains_once_and_then_loads_the_cache(data_root: Path, tmp_path: Path,
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     need_file(data_root, "images/t10k-images-idx3-ubyte.gz")
-    from devicefit.models import zoo
+    from devicefit.compression import train as training
 
-    monkeypatch.setitem(zoo.MNIST_TRAINING, "lenet5", {"epochs": 0.05, "lr": 0.05, "batch_size": 64,
+    monkeypatch.setitem(training.MNIST_TRAINING, "lenet5", {"epochs": 0.05, "lr": 0.05, "batch_size": 64,
                                                       "augment": False})
     path = tmp_path / "cache" / "lenet5.pt"
     trained = train_mnist_model("lenet5", path, data_dir=data_root, progress=False)
     assert path.is_file() and evaluate_accuracy(trained, mnist_split("test2k", data_root), limit=500) > 30.0
-    monkeypatch.setitem(zoo.MNIST_TRAINING, "lenet5", {"epochs": -1.0})  # would fail if it trained again
+    monkeypatch.setitem(training.MNIST_TRAINING, "lenet5", {"epochs": -1.0})  # would fail if it trained again
     cached = train_mnist_model("lenet5", path, data_dir=data_root, progress=False)
     assert all(torch.equal(a, b) for a, b in zip(cached.state_dict().values(), trained.state_dict().values()))
     with pytest.raises(InputError, match="trains lenet5, lstm, gru, not 'resnet20'"):

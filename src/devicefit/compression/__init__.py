@@ -51,6 +51,7 @@ _EXPORTS: dict[str, str] = {
     "TrainingHook": "train",
     "distillation_loss": "train",
     "finetune": "train",
+    "train_mnist_model": "train",
     # admm.py: training-time pruning, as training hooks
     "AdmmPruning": "admm",
     "ReweightedGroupLasso": "admm",

@@ -388,3 +388,37 @@ def _restore(path: Path, settings: dict[str, Any], model: nn.Module, opt: torch.
         raise InputError(f"checkpoint {str(path)!r} does not fit the model ({type(exc).__name__}: {exc}); was the "
                          "model compressed the same way before training?") from None
     return int(state["step"]), list(state["losses"]), list(state["epoch_loss"]), list(state["hooks"])
+
+
+#: Recovery-loop settings that train the MNIST models from scratch on train8k.
+MNIST_TRAINING: dict[str, dict[str, Any]] = {
+    "lenet5": {"epochs": 10.0, "lr": 0.05, "batch_size": 64, "augment": False},
+    "lstm": {"epochs": 20.0, "lr": 0.1, "batch_size": 64, "augment": False},
+    "gru": {"epochs": 20.0, "lr": 0.1, "batch_size": 64, "augment": False},
+}
+
+
+def train_mnist_model(name: str, path: str | os.PathLike[str], *, data_dir: str | os.PathLike[str] | None = None,
+                      seed: int = 0, progress: bool = True) -> nn.Module:
+    """LeNet-5, the LSTM or the GRU trained on MNIST ``train8k`` with the recovery loop (settings
+    :data:`MNIST_TRAINING`, SGD + cosine), cached as a state dict at ``path``: when ``path`` exists it is loaded
+    (checked against the architecture) instead of training."""
+    if name not in MNIST_TRAINING:
+        raise InputError(f"train_mnist_model trains {', '.join(MNIST_TRAINING)}, not {name!r}")
+    import torch
+
+    from ..models import get_model, load_weights, mnist_split
+
+    target = Path(path)
+    model = get_model(name)
+    if target.exists():
+        return load_weights(model, target)
+    torch.manual_seed(seed)
+    model = get_model(name)  # initialised from the seed
+    finetune(model, mnist_split("train8k", data_dir), FinetuneConfig(seed=seed, **MNIST_TRAINING[name]),
+             progress=progress)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(target.name + ".tmp")
+    torch.save(model.state_dict(), tmp)
+    os.replace(tmp, target)
+    return model.eval()

@@ -40,7 +40,6 @@ if TYPE_CHECKING:
         load_factory,
         load_weights,
         model_spec,
-        train_mnist_model,
     )
 
 _EXPORTS: dict[str, str] = {
@@ -62,7 +61,6 @@ _EXPORTS: dict[str, str] = {
     "load_factory": "zoo",
     "load_weights": "zoo",
     "model_spec": "zoo",
-    "train_mnist_model": "zoo",
     "MODEL_FILE_KINDS": "files",
     "STATE_DICT_KEYS": "files",
     "check_model_input": "files",
@@ -96,7 +94,6 @@ __all__ = [
     "model_file_kind",
     "model_spec",
     "proxy_limitation",
-    "train_mnist_model",
 ]
 
 

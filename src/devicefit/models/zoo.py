@@ -4,8 +4,8 @@
 |---|---|---|---|---|
 | resnet20, resnet56 | CIFAR-10 | 3x32x32 | 269,722 / 853,018 | ``models/resnet-cifar10/resnet{20,56}-*.th`` |
 | resnet32, resnet44, resnet110 | CIFAR-10 | 3x32x32 | 464,154 / 658,586 / 1,727,962 | none |
-| lenet5 | MNIST | 1x28x28 | 431,080 | none: :func:`train_mnist_model` |
-| lstm, gru | MNIST (28 rows of 28) | 1x28x28 | 82,186 / 61,962 | none: :func:`train_mnist_model` |
+| lenet5 | MNIST | 1x28x28 | 431,080 | none: ``devicefit.compression.train_mnist_model`` |
+| lstm, gru | MNIST (28 rows of 28) | 1x28x28 | 82,186 / 61,962 | none: ``train_mnist_model`` |
 
 MNIST here is the official *test* set split in two (``train8k``: its first 8,000 images, ``test2k``: its last
 2,000; see :mod:`devicefit.models.evaluate`), the only MNIST in the data directory. Weights load through
@@ -18,7 +18,6 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from torch import nn
 
@@ -79,12 +78,7 @@ MODELS: dict[str, ModelSpec] = {
 MODEL_NAMES: tuple[str, ...] = tuple(MODELS)
 _DATA = {"cifar10": "CIFAR-10 (JPEG train 50,000 / test 10,000)",
          "mnist": "MNIST (train8k / test2k: the first 8,000 / last 2,000 of the official test set)"}
-#: Recovery-loop settings that train the MNIST models from scratch on train8k (see :func:`train_mnist_model`).
-MNIST_TRAINING: dict[str, dict[str, Any]] = {
-    "lenet5": {"epochs": 10.0, "lr": 0.05, "batch_size": 64, "augment": False},
-    "lstm": {"epochs": 20.0, "lr": 0.1, "batch_size": 64, "augment": False},
-    "gru": {"epochs": 20.0, "lr": 0.1, "batch_size": 64, "augment": False},
-}
+
 
 
 def model_spec(name: str) -> ModelSpec:
@@ -144,31 +138,3 @@ def load_factory(spec: str) -> nn.Module:
         raise InputError(f"model must be a built-in name ({', '.join(MODEL_NAMES)}) or 'package.module:factory', "
                          f"got {spec!r}")
     return _build_architecture(spec, Path(spec), 0)
-
-
-def train_mnist_model(name: str, path: str | os.PathLike[str], *, data_dir: str | os.PathLike[str] | None = None,
-                      seed: int = 0, progress: bool = True) -> nn.Module:
-    """LeNet-5, the LSTM or the GRU trained on MNIST ``train8k`` with the recovery loop (settings
-    :data:`MNIST_TRAINING`, SGD + cosine), cached as a state dict at ``path``: when ``path`` exists it is loaded
-    (checked against the architecture) instead of training."""
-    if name not in MNIST_TRAINING:
-        raise InputError(f"train_mnist_model trains {', '.join(MNIST_TRAINING)}, not {name!r}")
-    import torch
-
-    from .evaluate import mnist_split
-
-    target = Path(path)
-    model = get_model(name)
-    if target.exists():
-        return load_weights(model, target)
-    from ..compression.train import FinetuneConfig, finetune
-
-    torch.manual_seed(seed)
-    model = get_model(name)  # initialised from the seed
-    finetune(model, mnist_split("train8k", data_dir), FinetuneConfig(seed=seed, **MNIST_TRAINING[name]),
-             progress=progress)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(target.name + ".tmp")
-    torch.save(model.state_dict(), tmp)
-    os.replace(tmp, target)
-    return model.eval()
