@@ -38,7 +38,6 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from ..errors import InputError
-from .policy import Action, Pattern
 
 RNN_TYPES: tuple[type[nn.Module], ...] = (nn.LSTM, nn.GRU)
 #: Actions by layer kind (a grouped conv is not factorised; patterns need 3x3 kernels).
@@ -153,9 +152,9 @@ def supported_actions(module: nn.Module, param: str | None = None) -> tuple[str,
     return ("keep",)
 
 
-def check_action(name: str, module: nn.Module, param: str | None, action: Action) -> None:
+def check_action(name: str, module: nn.Module, param: str | None, action: Any) -> None:
     """Refuse an action whose definition cannot hold on this layer (PatDNN patterns need 3x3 kernels)."""
-    if isinstance(action, Pattern) and isinstance(module, nn.Conv2d) and tuple(module.kernel_size) != (3, 3):
+    if action.tag == "pattern" and isinstance(module, nn.Conv2d) and tuple(module.kernel_size) != (3, 3):
         raise InputError(f"Pattern on {name!r}: PatDNN patterns are 4-of-9 shapes of 3x3 kernels, this "
                          f"convolution's kernel is {module.kernel_size[0]}x{module.kernel_size[1]}")
 
@@ -261,12 +260,10 @@ def _barrier_types(model: nn.Module, example: torch.Tensor) -> dict[type[nn.Modu
     """Leaf module types Torch-Pruning cannot prune through, with the reason (see the module docstring)."""
     import torch_pruning as tp
 
-    from .lowrank import LowRankRNN
-
     known = tuple(tp.ops.type2class(t) for t in tp.pruner.function.PrunerBox if tp.ops.type2class(t) is not None)
     barriers: dict[type[nn.Module], str] = {}
     for m in model.modules():
-        if isinstance(m, (nn.LSTM, nn.GRU, nn.RNN, LowRankRNN)):
+        if isinstance(m, (nn.LSTM, nn.GRU, nn.RNN)) or getattr(m, "recurrent", False):
             barriers[type(m)] = f"{type(m).__name__} (recurrent layers are not channel-pruned)"
     shapes: dict[nn.Module, tuple[torch.Size, torch.Size]] = {}
 

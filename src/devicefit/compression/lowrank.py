@@ -126,6 +126,9 @@ class LowRankRNN(nn.Module):
     and ``weight_hh_l{k}`` are each an ``nn.Linear`` (with the matching bias) or a factorised pair. Same call
     and outputs as the original: ``(output, (h_n, c_n))`` for an LSTM, ``(output, h_n)`` for a GRU."""
 
+    #: Marks a recurrent layer for the layer analysis (which channel-prunes no recurrent layer).
+    recurrent = True
+
     def __init__(self, rnn: nn.LSTM | nn.GRU) -> None:
         super().__init__()
         self.cell = "lstm" if isinstance(rnn, nn.LSTM) else "gru"
