@@ -79,6 +79,8 @@ def test_evaluate_and_bad_input(cifar: Path, tmp_path: Path) -> None:
                            "give --weights"),
                           (["compress", "resnet20", "--method", "lowrank", "--ratio", "0.5", "--out", str(tmp_path),
                             "--distill"], "give finetune_epochs"),
+                          (["compress", "resnet20", "--method", "lowrank", "--ratio", "0.5", "--out", str(tmp_path),
+                            "--noise", "0.1"], "give finetune_epochs"),
                           (["evaluate", "resnet20", "--weights", str(tmp_path / "none.pt")], "none.pt' not found"),
                           (["evaluate", "mypkg.models:build"], "give --weights and --data")):
         res = runner.invoke(app, [*args, "--data-dir", str(cifar)])

@@ -44,6 +44,8 @@ def compress_command(
     finetune_epochs: float = typer.Option(0.0, "--finetune-epochs", min=0, help="Recovery training (epochs; "
                                           "fractions allowed); resumes from the checkpoint in --out."),
     distill: bool = typer.Option(False, "--distill", help="Recover by distillation from the original model."),
+    noise: float = typer.Option(0.0, "--noise", min=0.0, help="Noisy training (arXiv 2107.04677): Gaussian weight "
+                                "noise, std = S x each layer's weight std, during recovery training."),
     lr: float = typer.Option(0.01, "--lr", help="Learning rate of recovery training (SGD, cosine)."),
     eval_limit: int = typer.Option(None, "--eval-limit", min=1, help="Test on a fixed slice of this many images."),
     seed: int = typer.Option(0, "--seed", min=0),
@@ -54,7 +56,8 @@ def compress_command(
     from ..compression import compress
 
     net, dataset, shape = _model(model, weights, data)
-    report = compress(net, method=method, ratio=ratio, finetune_epochs=finetune_epochs, distill=distill, lr=lr,
+    report = compress(net, method=method, ratio=ratio, finetune_epochs=finetune_epochs, distill=distill,
+                      noise=noise, lr=lr,
                       out=out, weights=weights if isinstance(net, str) else None, dataset=dataset,
                       input_shape=shape, eval_limit=eval_limit, seed=seed, data_dir=data_dir, progress=not as_json)
     if as_json:

@@ -101,6 +101,7 @@ def compress(
     ratio: float,
     finetune_epochs: float = 0.0,
     distill: bool = False,
+    noise: float = 0.0,
     lr: float = 0.01,
     out: str | os.PathLike[str] | None = None,
     weights: str | os.PathLike[str] | None = None,
@@ -131,8 +132,8 @@ def compress(
         name, original = type(model).__name__, model
     if weights is not None:
         load_weights(original, weights)
-    if distill and not finetune_epochs:
-        raise InputError("distillation is a kind of recovery training: give finetune_epochs > 0")
+    if (distill or noise) and not finetune_epochs:
+        raise InputError("distillation and noisy training are kinds of recovery training: give finetune_epochs > 0")
     original.eval()
     example = torch.zeros(1, *input_shape)
     out_dir = None if out is None else Path(out)
@@ -152,7 +153,7 @@ def compress(
                                          "recovered": None}
     if finetune_epochs:
         config = FinetuneConfig(epochs=finetune_epochs, lr=lr, seed=seed, augment=dataset == "cifar10",
-                                distill=distill)
+                                distill=distill, noise_std=noise)
         finetune(compressed, train, config, teacher=original if distill else None, progress=progress,
                  checkpoint=None if out_dir is None else out_dir / "finetune.ckpt")
         accuracy["recovered"] = evaluate_accuracy(compressed, test, limit=eval_limit)
