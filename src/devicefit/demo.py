@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ._files import write_atomic
 from .data import ENV_VAR, data_dir
 from .errors import InputError
 
@@ -113,9 +114,7 @@ def run_demo(
         paths = search_report(store, out, study="demo", data_dir=root)
         report = {"markdown": str(paths.markdown), "html": str(paths.html)}
     res = DemoResult(out, mode, device, limit, summary, optimum, local_ms, onnx_path, report, notes)
-    tmp = out / f"{SUMMARY_NAME}.tmp"
-    tmp.write_text(json.dumps(res.to_dict(), indent=2, allow_nan=False))
-    os.replace(tmp, out / SUMMARY_NAME)
+    write_atomic(out / SUMMARY_NAME, json.dumps(res.to_dict(), indent=2, allow_nan=False).encode())
     return res
 
 

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .._files import write_atomic
 from ..errors import InputError
 from .int8 import (
     QUANTIZABLE,
@@ -257,9 +258,7 @@ def export_compressed(model: nn.Module, example_input: torch.Tensor, path: str |
     if not target.parent.is_dir():
         raise InputError(f"the folder of {str(target)!r} does not exist")
     _, data, _ = _exported(model, example, int8)
-    tmp = target.with_name(target.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, target)
+    write_atomic(target, data)
     return len(data)
 
 

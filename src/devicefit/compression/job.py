@@ -30,6 +30,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .._files import write_atomic
 from ..errors import InputError
 from .apply import apply_policy, compressed_cost, finalize
 from .bn import recalibrate_batchnorm
@@ -183,16 +184,10 @@ def compress(
                  "weights": out_dir / "compressed.pt", "onnx": out_dir / "compressed.onnx",
                  "report": out_dir / "compress_report.md", "json": out_dir / "compress_report.json"}
         report.files = {k: str(v) for k, v in files.items()}
-        _write(files["policy"], policy.to_json().encode())
-        _write(files["history"], json.dumps(result.history, indent=1).encode())
+        write_atomic(files["policy"], policy.to_json().encode())
+        write_atomic(files["history"], json.dumps(result.history, indent=1).encode())
         torch.save(compressed.state_dict(), files["weights"])
-        _write(files["onnx"], onnx["compressed"])
-        _write(files["report"], report.to_markdown().encode())
-        _write(files["json"], json.dumps(report.to_dict(), indent=1, allow_nan=False).encode())
+        write_atomic(files["onnx"], onnx["compressed"])
+        write_atomic(files["report"], report.to_markdown().encode())
+        write_atomic(files["json"], json.dumps(report.to_dict(), indent=1, allow_nan=False).encode())
     return report
-
-
-def _write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)

@@ -21,13 +21,13 @@ import hashlib
 import io
 import json
 import os
-import secrets
 import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from .._files import write_atomic
 from ..errors import InputError
 
 FORMAT = "devicefit-predictor"
@@ -86,21 +86,11 @@ def save_arrays(path: str | os.PathLike[str], meta: dict[str, Any], arrays: dict
     }
     record = json.loads(json.dumps(record))  # as it will read back (lists, str keys) before it is hashed
     record["metadata_sha256"] = metadata_digest(record)
-    _write_atomic(npz, data)
-    _write_atomic(js, (json.dumps(record, indent=2) + "\n").encode())
+    write_atomic(npz, data)
+    write_atomic(js, (json.dumps(record, indent=2) + "\n").encode())
     return npz
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Write to a new file beside ``path`` (permissions as the umask says), then rename it over ``path``."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    try:
-        with tmp.open("xb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def load_arrays(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str, np.ndarray]]:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .._files import write_atomic
 from ..errors import InputError
 
 _STYLE = """
@@ -65,11 +66,11 @@ class Document:
                 if kind == "figure":
                     name, png, _, _ = value
                     path = out / f"{stem}_{name}.png"
-                    _atomic(path, png)
+                    write_atomic(path, png)
                     figures.append(path)
             md, page = out / f"{stem}.md", out / f"{stem}.html"
-            _atomic(md, self.markdown(stem).encode())
-            _atomic(page, self.html().encode())
+            write_atomic(md, self.markdown(stem).encode())
+            write_atomic(page, self.html().encode())
         except OSError as exc:
             raise InputError(f"report folder {str(out)!r} cannot be written: {exc.strerror or exc}") from None
         return md, page, figures
@@ -153,12 +154,3 @@ def _scoped(svg: str, scope: str) -> str:
         return m.group(1) + (f"{scope}-{name}" if name in ids else name) + m.group(3)
 
     return re.sub(r'(\bid="|href="#|url\(#)([^")]+)([")])', scoped, svg)
-
-
-def _atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)

@@ -27,6 +27,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from .._files import write_atomic
 from ..errors import InputError
 from ..spaces.base import Space
 from .estimator import Estimator
@@ -257,11 +258,7 @@ class SearchResult:
 
         net = self.model() if model is None else model
         data = export_onnx(net.eval(), torch.zeros(1, *self.input_shape))
-        out = os.fspath(path)
-        tmp = f"{out}.tmp"
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, out)
+        write_atomic(path, data)
         return len(data)
 
     def best_at(self, points: Sequence[int] = (10, 25, 50, 100, 200, 300)) -> dict[int, float | None]:
