@@ -59,6 +59,16 @@ def test_nb201_all_conv3x3_macs_match_hand_count() -> None:
     assert cost.macs == stem + cells + reduction + classifier  # 220,119,680
 
 
+@pytest.mark.parametrize("cell", ["LSTM", "GRU"])
+def test_rnn_macs_match_hand_count(cell: str) -> None:
+    """Each step multiplies the input by W_ih and the state by W_hh, for every sequence of the batch (the fused
+    CPU LSTM needs devicefit's own formula; a GRU runs as matrix products)."""
+    steps, batch, features, hidden, gates = 7, 3, 5, 6, 4 if cell == "LSTM" else 3
+    rnn = getattr(nn, cell)(features, hidden, batch_first=True)
+    cost = count_model(rnn, (steps, features), batch_size=batch)
+    assert cost.macs == steps * batch * gates * hidden * (features + hidden)
+
+
 def test_count_model_rejects_bad_shape() -> None:
     with pytest.raises(ValueError, match="batch_size"):
         count_model(_tiny(), (3, 5, 6), batch_size=0)

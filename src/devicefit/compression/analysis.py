@@ -4,8 +4,9 @@
 ``weight_ih_l{k}`` / ``weight_hh_l{k}`` matrix of an ``nn.LSTM``/``nn.GRU`` as its own entry) with its MACs
 and parameters and their share of the model's, for one sample: Conv/Linear MACs from PyTorch's
 ``FlopCounterMode`` per module, as :func:`devicefit.hardware.count_model` counts them; RNN matrices
-analytically, ``T * rows * cols`` per sequence of ``T`` steps (``FlopCounterMode`` has no formula for the
-fused ``aten.lstm``/``aten.gru``, so the model total used for the shares adds these).
+analytically, ``T * rows * cols`` per sequence of ``T`` steps, which is what the counter counts for the
+whole RNN module (GRU as matrix products, LSTM through :func:`~devicefit.hardware.counting.flop_counter`'s
+formula for the fused layer).
 
 Coupled layers come from Torch-Pruning's ``DependencyGraph`` (DepGraph, arXiv 2301.12900): layers whose
 output channels must be removed together, such as every ``conv2`` of a ResNet stage through the residual
@@ -35,7 +36,6 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
 
 from ..errors import InputError
 
@@ -402,7 +402,9 @@ def _groups(graph: Any, model: nn.Module, barriers: dict[type[nn.Module], str]) 
 
 
 def _module_macs(model: nn.Module, example: torch.Tensor) -> tuple[dict[str, int], int, dict[str, int]]:
-    """MACs per module name (FlopCounterMode), their total, and each RNN module's sequence length."""
+    """MACs per module name (the shared flop counter), their total, and each RNN module's sequence length."""
+    from ..hardware.counting import flop_counter
+
     steps: dict[str, int] = {}
     rnns = {n: m for n, m in model.named_modules() if isinstance(m, RNN_TYPES)}
 
@@ -416,7 +418,7 @@ def _module_macs(model: nn.Module, example: torch.Tensor) -> tuple[dict[str, int
 
     hooks = [m.register_forward_hook(hook(n)) for n, m in rnns.items()]
     try:
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        with torch.no_grad(), flop_counter() as counter:
             model(example)
     except Exception as exc:
         raise InputError(f"the model's forward failed on an input of shape {tuple(example.shape)}: "
@@ -444,7 +446,6 @@ def analyze_layers(model: nn.Module, example_input: torch.Tensor) -> list[LayerI
     layers = compressible_layers(work)
     rnn_macs = {name: steps.get(name.rpartition(".")[0], 0) * m.get_parameter(p).numel()
                 for name, (m, p) in layers.items() if p is not None}
-    total_macs += sum(rnn_macs.values())
     total_params = sum(p.numel() for p in work.parameters())
     info = dependency_graph(work, x)
     group_of = {n: g for g in info.groups for n in g.members}

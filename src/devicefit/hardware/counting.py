@@ -5,10 +5,12 @@ Definitions (units are in the field names):
 - ``macs``: multiply-accumulates of one forward pass of the whole batch, counted by PyTorch's
   ``torch.utils.flop_counter.FlopCounterMode``. That counter covers matrix products and convolutions
   (``mm``, ``addmm``, ``bmm``, ``convolution``, attention), and counts 2 FLOPs per MAC; so ``macs`` is
-  its total divided by two. Bias additions, BatchNorm, activations, pooling and element-wise adds are
-  not counted (the convention of most NAS papers, whose "FLOPs" are in fact these MACs). Operations
-  whose input is the constant zero of a ``none`` edge (e.g. a convolution after a node with no
-  non-``none`` input in an NB201 cell) run in eager PyTorch and are counted; ONNX Runtime folds them
+  its total divided by two, with one formula PyTorch lacks: the fused LSTM layer of the CPU build
+  (``aten.mkldnn_rnn_layer``), counted as the products of its input and recurrent matrices at every step
+  (:func:`flop_counter`; GRU already runs as matrix products). Bias additions, BatchNorm, activations,
+  pooling and element-wise adds are not counted (the convention of most NAS papers, whose "FLOPs" are in
+  fact these MACs). Operations whose input is the constant zero of a ``none`` edge (e.g. a convolution after
+  a node with no non-``none`` input in an NB201 cell) run in eager PyTorch and are counted; ONNX Runtime folds them
   away as constants, so such cells run faster there than their MACs suggest.
 - ``flops``: exactly the counter's total, ``2 * macs``.
 - ``params``: number of parameter elements (``requires_grad`` or not); buffers (BatchNorm running
@@ -217,13 +219,27 @@ def peak_activation_bytes(model: nn.Module, example: torch.Tensor) -> int:
     return tracker.peak
 
 
+def _mkldnn_rnn_layer_flops(input_shape: Sequence[int], w_ih: Sequence[int], w_hh: Sequence[int], *args: Any,
+                            **kwargs: Any) -> int:
+    """FLOPs of one fused LSTM layer: per step and sequence, ``x @ W_ih^T`` and ``h @ W_hh^T`` (2 per MAC)."""
+    steps_times_batch = math.prod(input_shape[:-1])
+    return 2 * steps_times_batch * (math.prod(w_ih) + math.prod(w_hh))
+
+
+def flop_counter() -> FlopCounterMode:
+    """PyTorch's ``FlopCounterMode`` with the formulas it lacks (see the module docstring): the one counter
+    every MAC count of devicefit uses."""
+    return FlopCounterMode(display=False, custom_mapping={torch.ops.aten.mkldnn_rnn_layer: _mkldnn_rnn_layer_flops})
+
+
 def count_macs(model: nn.Module, example: torch.Tensor) -> int:
-    """MACs of one forward of ``example``: FlopCounterMode's FLOPs / 2 (convolutions and matmuls only).
+    """MACs of one forward of ``example``: the FLOPs of :func:`flop_counter` / 2 (convolutions, matrix products,
+    RNN layers).
 
     A forward that fails on ``example`` raises :class:`~devicefit.errors.InputError` naming its shape.
     """
     try:
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        with torch.no_grad(), flop_counter() as counter:
             model(example)
     except Exception as exc:
         raise _forward_failed(exc, example.shape) from exc

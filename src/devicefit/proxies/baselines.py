@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
 
 from .result import ProxyResult
 
@@ -23,11 +22,11 @@ def params(model: nn.Module) -> ProxyResult:
 
 def flops(model: nn.Module, input_shape: tuple[int, ...] | torch.Size) -> ProxyResult:
     """FLOPs of one forward pass of one example of shape ``input_shape``."""
-    from ..hardware.counting import eval_mode
+    from ..hardware.counting import eval_mode, flop_counter
 
     try:
         x = torch.zeros((1, *tuple(input_shape)), dtype=next(iter(model.parameters()), torch.zeros(())).dtype)
-        counter = FlopCounterMode(display=False)
+        counter = flop_counter()
         with eval_mode(model), torch.no_grad(), counter:
             model(x)
         return ProxyResult.of("flops", counter.get_total_flops())
