@@ -65,6 +65,35 @@ def test_masks_save_no_time_and_the_report_says_so(cifar: Path, tmp_path: Path) 
     assert any("dense runtime" in n for n in report.notes)
 
 
+def test_pattern_and_int8_with_per_layer_report(cifar: Path, tmp_path: Path) -> None:
+    """Pattern masks keep 4 of 9 weights of every kept 3x3 kernel; int8 is measured on its ONNX model; both
+    reports carry per-layer figures, and ``devicefit report`` renders a compress folder again."""
+    import devicefit
+    from devicefit.report import compress_report
+
+    report = devicefit.compress("resnet20", method="pattern", ratio=0.5, eval_limit=100, data_dir=cifar,
+                                progress=False, out=tmp_path / "pattern")
+    rows = {r["layer"]: r for r in report.per_layer}
+    assert len(rows) == 19 and "fc" not in rows  # every 3x3 convolution, not the classifier
+    for r in rows.values():
+        o, c = r["original"], r["compressed"]
+        assert c["macs"] == o["macs"] and c["params"] == o["params"]
+        kernels = o["params"] // 9
+        assert 4 * round(0.5 * kernels) - 4 <= c["nonzero_params"] <= 4 * round(0.5 * kernels) + 4
+    assert any("dense runtime" in n for n in report.notes)
+    int8 = devicefit.compress("resnet20", method="int8", eval_limit=100, data_dir=cifar, progress=False)
+    assert int8.ratio is None and int8.accuracy["deployed"] is not None
+    assert abs(int8.accuracy["deployed"] - int8.accuracy["original"]) <= 3.0
+    assert int8.cost["compressed"]["bytes"] < 0.3 * int8.cost["original"]["bytes"]
+    assert int8.comparison["compressed"]["precision"] == "int8"
+    paths = compress_report(int8, tmp_path / "int8-report")
+    assert "int8 ONNX model in ONNX Runtime" in paths.markdown.read_text() and paths.figures
+    res = runner.invoke(app, ["report", str(tmp_path / "pattern"), "--json"])
+    assert res.exit_code == 0, res.output
+    page = Path(json.loads(res.output)["html"]).read_text()
+    assert "<svg" in page and "layer3.2.conv2" in page and "pattern connectivity=0.5" in page
+
+
 def test_evaluate_and_bad_input(cifar: Path, tmp_path: Path) -> None:
     res = runner.invoke(app, ["evaluate", "resnet20", "--limit", "200", "--data-dir", str(cifar), "--json"])
     assert res.exit_code == 0, res.output
@@ -73,6 +102,12 @@ def test_evaluate_and_bad_input(cifar: Path, tmp_path: Path) -> None:
                            "ratio is the fraction kept"),
                           (["compress", "resnet20", "--method", "lowrank", "--ratio", "1.5", "--out", str(tmp_path)],
                            "number in (0, 1]"),
+                          (["compress", "resnet20", "--method", "channel", "--out", str(tmp_path)], "needs a ratio"),
+                          (["compress", "resnet20", "--method", "int8", "--ratio", "0.5", "--out", str(tmp_path)],
+                           "int8 takes no ratio"),
+                          (["compress", "resnet20", "--method", "int8", "--finetune-epochs", "1", "--out",
+                            str(tmp_path)], "post-training"),
+                          (["report", str(tmp_path)], "holds no compress_report.json"),
                           (["compress", "resnet21", "--method", "lowrank", "--ratio", "0.5", "--out", str(tmp_path)],
                            "unknown model 'resnet21'"),
                           (["compress", "lenet5", "--method", "lowrank", "--ratio", "0.5", "--out", str(tmp_path)],

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import io
 import os
 import secrets
 from pathlib import Path
+from typing import Any
 
 
 def write_atomic(path: str | os.PathLike[str], data: bytes) -> None:
@@ -18,3 +20,12 @@ def write_atomic(path: str | os.PathLike[str], data: bytes) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def torch_save_atomic(obj: Any, path: str | os.PathLike[str]) -> None:
+    """``torch.save`` through :func:`write_atomic` (torch imported here, not with this module)."""
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    write_atomic(path, buffer.getvalue())

@@ -34,11 +34,13 @@ def _model(model: str, weights: Path | None, dataset: str | None):
 @clean_errors
 def compress_command(
     model: str = ModelArgument,
-    method: Literal["lowrank", "channel", "unstructured", "block"] = typer.Option(
+    method: Literal["lowrank", "channel", "unstructured", "block", "pattern", "int8"] = typer.Option(
         ..., "--method", help="Compression method."),
-    ratio: float = typer.Option(..., "--ratio", help="Fraction kept in each layer: rank fraction (lowrank), "
-                                "channels (channel), 1 - sparsity (unstructured, block)."),
-    out: Path = typer.Option(..., "--out", help="Output folder: policy, history, weights, ONNX, report."),
+    ratio: float = typer.Option(None, "--ratio", help="Fraction kept in each layer: rank fraction (lowrank), "
+                                "channels (channel), 1 - sparsity (unstructured, block), 3x3 kernels kept "
+                                "(pattern: each keeps 4 of 9 weights). int8 takes none."),
+    out: Path = typer.Option(..., "--out", help="Output folder: policy, history, weights, ONNX, report (Markdown "
+                             "and HTML with the per-layer plot)."),
     weights: Path = WeightsOption,
     data: Literal["cifar10", "mnist"] = typer.Option(None, "--data", help="Data set of a module:factory model."),
     finetune_epochs: float = typer.Option(0.0, "--finetune-epochs", min=0, help="Recovery training (epochs; "
@@ -54,12 +56,15 @@ def compress_command(
 ) -> None:
     """Compress a trained model at a uniform per-layer ratio, recover it, and measure what it gained."""
     from ..compression import compress
+    from ..report import compress_report
 
     net, dataset, shape = _model(model, weights, data)
     report = compress(net, method=method, ratio=ratio, finetune_epochs=finetune_epochs, distill=distill,
                       noise=noise, lr=lr,
                       out=out, weights=weights if isinstance(net, str) else None, dataset=dataset,
                       input_shape=shape, eval_limit=eval_limit, seed=seed, data_dir=data_dir, progress=not as_json)
+    paths = compress_report(report, out)
+    report.files.update(report=str(paths.markdown), html=str(paths.html))
     if as_json:
         print_json(report.to_dict())
     else:

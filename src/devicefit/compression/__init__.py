@@ -63,6 +63,7 @@ _EXPORTS: dict[str, str] = {
     "Comparison": "export",
     "TimingProtocol": "export",
     "compare_models": "export",
+    "compressed_onnx": "export",
     "export_compressed": "export",
     # distill.py: distillation on synthetic data (no training data shared)
     "bn_statistics_loss": "distill",

@@ -483,3 +483,39 @@ def _kind(module: nn.Module, param: str | None) -> str:
         k = f"{module.kernel_size[0]}x{module.kernel_size[1]}"
         return f"Conv2d {k}" + (f" groups={module.groups}" if module.groups != 1 else "")
     return type(module).__name__
+
+
+def _matrix_tensors(module: nn.Module, param: str) -> list[torch.Tensor]:
+    """An RNN matrix and its bias as the forward uses them (a pruning mask applied)."""
+    bias = param.replace("weight", "bias", 1)
+    return [getattr(module, p) for p in (param, bias) if hasattr(module, p)]
+
+
+def layer_costs(model: nn.Module, example_input: torch.Tensor, names: Sequence[str]) -> dict[str, dict[str, int]]:
+    """MACs, parameters and non-zero parameters of each of the named layers of ``model``, for one sample.
+
+    A name is a layer of the original model (a policy key); in a compressed model it names whatever replaced the
+    layer (a low-rank pair is a module under the same name, a low-rank RNN matrix too). Module MACs are the flop
+    counter's, everything inside the module included; a dense RNN matrix costs its elements once per step, as
+    :func:`analyze_layers` counts it. Names the model lacks are left out."""
+    from ..hardware.counting import count_nonzero_params
+
+    work = copy.deepcopy(model).eval()
+    per_module, _, steps = _module_macs(work, example_input[:1])
+    modules = dict(work.named_modules())
+    out: dict[str, dict[str, int]] = {}
+    with torch.no_grad():
+        for name in names:
+            if name in modules and name:
+                m = modules[name]
+                out[name] = {"macs": per_module.get(name, 0), "params": sum(p.numel() for p in m.parameters()),
+                             "nonzero_params": count_nonzero_params(m)}
+                continue
+            parent, _, param = name.rpartition(".")
+            m = modules.get(parent)
+            if m is None or not hasattr(m, param):
+                continue
+            tensors = _matrix_tensors(m, param)
+            out[name] = {"macs": steps.get(parent, 0) * tensors[0].numel(), "params": sum(t.numel() for t in tensors),
+                         "nonzero_params": sum(int(torch.count_nonzero(t)) for t in tensors)}
+    return out

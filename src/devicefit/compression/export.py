@@ -44,7 +44,7 @@ from .int8 import (
 )
 
 __all__ = ["SPARSE_ENCODING", "Comparison", "ModelFigures", "RuntimeComparison", "TimingProtocol",
-           "compare_models", "export_compressed"]
+           "compare_models", "compressed_onnx", "export_compressed"]
 
 #: How :attr:`ModelFigures.bytes_sparse` is counted.
 SPARSE_ENCODING = ("per parameter tensor, the smallest of: dense; bitmap (1 bit per element + the non-zero "
@@ -245,6 +245,11 @@ def _exported(model: nn.Module, example: torch.Tensor, int8: Int8Config | None
                                           nodes_to_exclude=_float_nodes(data, targets), method=int8.method), targets
 
 
+def compressed_onnx(model: nn.Module, example_input: torch.Tensor, *, int8: Int8Config | None = None) -> bytes:
+    """The ONNX model a device would run, as bytes (see :func:`export_compressed`, which writes it)."""
+    return _exported(model, _check_example(example_input), int8)[1]
+
+
 def export_compressed(model: nn.Module, example_input: torch.Tensor, path: str | os.PathLike[str], *,
                       int8: Int8Config | None = None) -> int:
     """Write ``model`` as the ONNX file ``path`` (see the module docstring); the file's size in bytes.
@@ -257,7 +262,7 @@ def export_compressed(model: nn.Module, example_input: torch.Tensor, path: str |
         raise InputError(f"path {str(target)!r} is a folder; expected an .onnx file name")
     if not target.parent.is_dir():
         raise InputError(f"the folder of {str(target)!r} does not exist")
-    _, data, _ = _exported(model, example, int8)
+    data = compressed_onnx(model, example, int8=int8)
     write_atomic(target, data)
     return len(data)
 

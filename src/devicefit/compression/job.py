@@ -4,86 +4,131 @@ What ``devicefit compress`` runs, one call in Python::
 
     import devicefit
     report = devicefit.compress("resnet20", method="lowrank", ratio=0.5, finetune_epochs=1, out="runs/r20-lr")
-    report.accuracy, report.cost, report.latency_ms
+    report.accuracy, report.cost, report.latency_ms, report.per_layer
 
 Steps: the model (a built-in name with its pretrained weights, or an ``nn.Module``) -> a uniform policy over
-its compressible layers (Conv2d, Linear, and LSTM/GRU for masks) -> :func:`apply_policy` -> optional
+its compressible layers (every layer that takes the method's action) -> :func:`apply_policy` -> optional
 recovery training (:func:`finetune`, with distillation from the original on request) -> accuracy of the
 original, of the compressed model (BatchNorm statistics re-estimated on 20 training batches) and after
-recovery, on the test part -> ONNX export of both and
-their latency here (ONNX Runtime, 1 thread, the same protocol, measured alternately) -> ``out``: the
-policy, the history, the compressed weights, the ONNX file and the report (Markdown + JSON).
+recovery, on the test part -> :func:`~devicefit.compression.export.compare_models`: the ONNX files of both
+timed alternately in ONNX Runtime (1 thread, the same protocol), MACs, params, non-zero params and bytes, and
+notes derived from those figures -> ``out``: the policy, the history, the compressed weights, the ONNX file
+and the report data (JSON; ``devicefit.report.compress_report`` renders it as Markdown and HTML with the
+per-layer plot, as ``devicefit compress`` does).
 
 ``ratio`` is the fraction kept in each layer: the rank fraction for ``lowrank``, the channels kept for
 ``channel`` (coupled layers pruned together through Torch-Pruning), ``1 - sparsity`` for ``unstructured`` and
-``block``. On a dense runtime masks save no time; the report says so from the measurement.
+``block``, the 3x3 kernels kept for ``pattern`` (PatDNN: each kept kernel keeps 4 of its 9 weights, so
+``pattern`` at ratio 1.0 keeps 4/9 of the 3x3 weights). ``int8`` takes no ratio: post-training quantization
+by ONNX Runtime (per-channel int8 weights, activations calibrated on the lossless calibration images); its
+accuracy is measured on the int8 ONNX model itself (``accuracy["deployed"]``), beside the fake-quant estimate
+in PyTorch (``accuracy["compressed"]``).
 """
 
 from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from .._files import write_atomic
+from .._files import torch_save_atomic, write_atomic
 from ..errors import InputError
 from .apply import apply_policy, compressed_cost, finalize
 from .bn import recalibrate_batchnorm
-from .policy import Action, Block, ChannelPrune, LowRank, Policy, Unstructured
+from .policy import Action, Block, ChannelPrune, Int8, LowRank, Pattern, Policy, Unstructured
 
-METHODS = ("lowrank", "channel", "unstructured", "block")
+METHODS = ("lowrank", "channel", "unstructured", "block", "pattern", "int8")
+#: Calibration images of the int8 activations (the lossless CIFAR-10 batch has 960).
+INT8_CALIBRATION_IMAGES = 960
 
 
-def method_action(method: str, ratio: float) -> Action:
-    """The per-layer action of a method at a kept ``ratio``."""
+def method_action(method: str, ratio: float | None) -> Action:
+    """The per-layer action of a method at a kept ``ratio`` (see the module docstring; ``int8`` takes none)."""
+    if method not in METHODS:
+        raise InputError(f"unknown compression method {method!r}; expected one of {', '.join(METHODS)}")
+    if method == "int8":
+        if ratio is not None:
+            raise InputError(f"int8 takes no ratio (8-bit weights, 4x fewer weight bytes); got ratio {ratio!r}")
+        return Int8()
+    if ratio is None:
+        raise InputError(f"{method} needs a ratio: the fraction kept in each layer, a number in (0, 1]")
     if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0.0 < ratio <= 1.0:
         raise InputError(f"ratio is the fraction kept in each layer, a number in (0, 1]; got {ratio!r}")
+    removed = 0.0 if ratio == 1.0 else 1.0 - float(ratio)
     if method == "lowrank":
         return LowRank(rank_fraction=float(ratio))
     if method == "channel":
         return ChannelPrune(keep=float(ratio))
-    if method in ("unstructured", "block"):
-        sparsity = 0.0 if ratio == 1.0 else 1.0 - float(ratio)
-        return Unstructured(sparsity=sparsity) if method == "unstructured" else Block(sparsity=sparsity)
-    raise InputError(f"unknown compression method {method!r}; available now: {', '.join(METHODS)}")
+    if method == "pattern":
+        return Pattern(connectivity=removed)
+    return Unstructured(sparsity=removed) if method == "unstructured" else Block(sparsity=removed)
 
 
 @dataclass
 class CompressReport:
+    """What :func:`compress` did and measured. ``per_layer``: one row per compressed layer (``layer``, ``kind``,
+    ``action`` and the original's and the compressed model's ``macs``, ``params``, ``nonzero_params`` for one
+    sample); ``comparison``: :meth:`~devicefit.compression.export.Comparison.to_dict` of the measurement, whose
+    ONNX Runtime figures ``latency_ms`` and ``speedup`` repeat and whose ``notes`` are derived from it."""
+
     model_name: str
     method: str
-    ratio: float
+    ratio: float | None
     layers: int
     skipped: list[dict[str, str]]
-    accuracy: dict[str, float | None]  # original, compressed, recovered (%), on the test part
+    accuracy: dict[str, float | None]  # original, compressed, recovered, deployed (int8 ONNX) (%), on the test part
     cost: dict[str, dict[str, Any]]  # original / compressed: params, macs, nonzero_params, bytes
     latency_ms: dict[str, float]  # original / compressed, ONNX Runtime here
     speedup: float
     notes: list[str] = field(default_factory=list)
     files: dict[str, str] = field(default_factory=dict)
     data: str = ""
+    per_layer: list[dict[str, Any]] = field(default_factory=list)
+    comparison: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
-    def to_markdown(self) -> str:
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CompressReport:
+        """The report of a ``compress_report.json`` (unknown or missing fields refused by name)."""
+        names = set(cls.__dataclass_fields__)
+        required = {n for n, f in cls.__dataclass_fields__.items() if f.default is MISSING
+                    and f.default_factory is MISSING}
+        if not isinstance(data, dict) or set(data) - names or required - set(data):
+            got = sorted(data) if isinstance(data, dict) else type(data).__name__
+            raise InputError(f"not a compress report: expected the fields {', '.join(sorted(names))}; got {got}")
+        return cls(**data)
+
+    @property
+    def title(self) -> str:
+        ratio = "" if self.ratio is None else f", ratio {self.ratio}"
+        return f"Compression of {self.model_name}: {self.method}{ratio}"
+
+    def summary_rows(self) -> list[list[Any]]:
+        """(figure, original, compressed) rows of the summary table."""
         o, c = self.cost["original"], self.cost["compressed"]
-        rows = [("accuracy %", self.accuracy.get("original"), self.accuracy.get("recovered")
-                 if self.accuracy.get("recovered") is not None else self.accuracy.get("compressed")),
-                ("params", o["params"], c["params"]), ("non-zero params", o["nonzero_params"], c["nonzero_params"]),
-                ("MACs", o["macs"], c["macs"]), ("latency ms (ONNX Runtime, 1 thread)", self.latency_ms["original"],
-                                                 self.latency_ms["compressed"])]
-        lines = [f"# Compression of {self.model_name}: {self.method}, ratio {self.ratio}", "",
+        final = next((self.accuracy.get(k) for k in ("deployed", "recovered", "compressed")
+                      if self.accuracy.get(k) is not None), None)
+        return [["top-1 accuracy %", self.accuracy.get("original"), final],
+                ["params", o["params"], c["params"]], ["non-zero params", o["nonzero_params"], c["nonzero_params"]],
+                ["MACs", o["macs"], c["macs"]], ["weight bytes", o["bytes"], c["bytes"]],
+                ["latency ms (ONNX Runtime, 1 thread)", self.latency_ms["original"], self.latency_ms["compressed"]]]
+
+    def to_markdown(self) -> str:
+        lines = [f"# {self.title}", "",
                  f"{self.layers} layers compressed, {len(self.skipped)} skipped. Data: {self.data}.", "",
                  "| | original | compressed |", "|---|---|---|"]
-        lines += [f"| {k} | {_fmt(a)} | {_fmt(b)} |" for k, a, b in rows]
-        lines += ["", f"Accuracy before recovery: {_fmt(self.accuracy.get('compressed'))} %. "
-                      f"Speed-up here: {self.speedup:.2f}x.", ""] + [f"- {n}" for n in self.notes]
+        lines += [f"| {k} | {_fmt(a)} | {_fmt(b)} |" for k, a, b in self.summary_rows()]
+        before = ("PyTorch fake-quant estimate" if self.accuracy.get("deployed") is not None else
+                  "Accuracy before recovery")
+        lines += ["", f"{before}: {_fmt(self.accuracy.get('compressed'))} %. Speed-up here: {self.speedup:.2f}x.",
+                  ""] + [f"- {n}" for n in self.notes]
         if self.skipped:
             lines += ["", "Skipped layers:", ""] + [f"- `{s['module']}`: {s['reason']}" for s in self.skipped]
         return "\n".join(lines) + "\n"
@@ -99,7 +144,7 @@ def compress(
     model: nn.Module | str,
     *,
     method: str,
-    ratio: float,
+    ratio: float | None = None,
     finetune_epochs: float = 0.0,
     distill: bool = False,
     noise: float = 0.0,
@@ -115,9 +160,18 @@ def compress(
 ) -> CompressReport:
     """Compress ``model``; see the module docstring. A built-in ``model`` name brings its data set and input
     shape; an ``nn.Module`` needs ``dataset`` (cifar10 or mnist) and ``input_shape``."""
-    from ..hardware import measure_latency
-    from ..hardware.measure import export_onnx
-    from ..models import evaluate_accuracy, get_model, load_images, load_weights, model_spec
+    from ..models import (
+        calibration_batch,
+        evaluate_accuracy,
+        evaluate_onnx_accuracy,
+        get_model,
+        load_images,
+        load_weights,
+        model_spec,
+    )
+    from .analysis import layer_costs
+    from .export import TimingProtocol, compare_models, compressed_onnx
+    from .int8 import Int8Config
     from .train import FinetuneConfig, finetune
 
     action = method_action(method, ratio)
@@ -135,6 +189,9 @@ def compress(
         load_weights(original, weights)
     if (distill or noise) and not finetune_epochs:
         raise InputError("distillation and noisy training are kinds of recovery training: give finetune_epochs > 0")
+    if method == "int8" and finetune_epochs:
+        raise InputError("int8 here is post-training quantization (ONNX Runtime, calibrated); recovery training "
+                         "is for the other methods: leave finetune_epochs at 0")
     original.eval()
     example = torch.zeros(1, *input_shape)
     out_dir = None if out is None else Path(out)
@@ -145,13 +202,17 @@ def compress(
     test = load_images(dataset, "test" if dataset == "cifar10" else "test2k", data_dir)
     policy = Policy.uniform(original, action)  # every layer that supports the action
     train = load_images(dataset, "train" if dataset == "cifar10" else "train8k", data_dir)
-    calibration = list(train.subset(1280).batches(64))  # 20 fixed batches
+    if method == "int8":
+        calibration = list(calibration_batch(dataset, INT8_CALIBRATION_IMAGES, data_dir).split(64))
+    else:
+        calibration = list(train.subset(1280).batches(64))  # 20 fixed batches
     result = apply_policy(original, policy, example, data=calibration)
     compressed = result.model
-    recalibrate_batchnorm(compressed, calibration)  # new layers see new activations: re-estimate BN statistics
+    if method != "int8":  # new layers see new activations: re-estimate BN statistics (int8 changes no layer)
+        recalibrate_batchnorm(compressed, calibration)
     accuracy: dict[str, float | None] = {"original": evaluate_accuracy(original, test, limit=eval_limit),
                                          "compressed": evaluate_accuracy(compressed, test, limit=eval_limit),
-                                         "recovered": None}
+                                         "recovered": None, "deployed": None}
     if finetune_epochs:
         config = FinetuneConfig(epochs=finetune_epochs, lr=lr, seed=seed, augment=dataset == "cifar10",
                                 distill=distill, noise_std=noise)
@@ -159,35 +220,34 @@ def compress(
                  checkpoint=None if out_dir is None else out_dir / "finetune.ckpt")
         accuracy["recovered"] = evaluate_accuracy(compressed, test, limit=eval_limit)
     finalize(compressed)
-    onnx = {"original": export_onnx(original, example), "compressed": export_onnx(compressed.eval(), example)}
-    latency: dict[str, list[float]] = {"original": [], "compressed": []}
-    for _ in range(3):  # alternate, so that a noisy machine hurts both alike
-        for k in ("original", "compressed"):
-            latency[k].append(measure_latency(onnx[k], input_shape, "onnxruntime", warmup=10, repeats=50,
-                                              threads=1).median_ms)
-    lat = {k: sorted(v)[1] for k, v in latency.items()}
-    speedup = lat["original"] / lat["compressed"]
+    int8 = Int8Config(torch.cat(calibration)) if method == "int8" else None
+    comparison = compare_models(original, compressed, example, runtimes=("onnxruntime",), int8=int8,
+                                protocol=TimingProtocol(threads=1))
+    timed = comparison.runtimes[0]
+    onnx = compressed_onnx(compressed, example, int8=int8)
+    if int8 is not None:  # the fake-quant estimate is not what a device runs: measure the int8 file itself
+        accuracy["deployed"] = evaluate_onnx_accuracy(onnx, test, limit=eval_limit)
+    names = list(policy)
+    before, after = layer_costs(original, example, names), layer_costs(compressed, example, names)
+    skipped = {s["module"] for s in result.skipped}
+    per_layer = [{"layer": n, "action": policy[n].to_dict(), "original": before[n], "compressed": after.get(n)}
+                 for n in names if n not in skipped and n in before]
     cost = {"original": compressed_cost(original, example), "compressed": result.cost}
-    notes = []
-    if method in ("unstructured", "block"):
-        notes.append(f"Masks on a dense runtime: {speedup:.2f}x here (ONNX Runtime multiplies the zeros); what "
-                     f"they save is size once stored sparse: {cost['compressed']['nonzero_params']:,} of "
-                     f"{cost['compressed']['params']:,} weights are non-zero.")
-    elif speedup < 1.1:
-        notes.append(f"{speedup:.2f}x here: fewer MACs ({cost['compressed']['macs']:,} vs "
-                     f"{cost['original']['macs']:,}) did not buy time on this runtime (more, smaller layers).")
-    report = CompressReport(name, method, float(ratio), len(result.history), result.skipped, accuracy, cost, lat,
-                            speedup, notes, data=test.description + (f", first {eval_limit} of a fixed "
-                                                                       "permutation" if eval_limit else ""))
+    report = CompressReport(name, method, None if ratio is None else float(ratio), len(result.history),
+                            result.skipped, accuracy, cost,
+                            {"original": timed.original.median_ms, "compressed": timed.compressed.median_ms},
+                            timed.speedup, list(comparison.notes),
+                            data=test.description + (f", first {eval_limit} of a fixed permutation" if eval_limit
+                                                     else ""),
+                            per_layer=per_layer, comparison=comparison.to_dict())
     if out_dir is not None:
         files = {"policy": out_dir / "policy.json", "history": out_dir / "history.json",
                  "weights": out_dir / "compressed.pt", "onnx": out_dir / "compressed.onnx",
-                 "report": out_dir / "compress_report.md", "json": out_dir / "compress_report.json"}
+                 "json": out_dir / "compress_report.json"}
         report.files = {k: str(v) for k, v in files.items()}
         write_atomic(files["policy"], policy.to_json().encode())
         write_atomic(files["history"], json.dumps(result.history, indent=1).encode())
-        torch.save(compressed.state_dict(), files["weights"])
-        write_atomic(files["onnx"], onnx["compressed"])
-        write_atomic(files["report"], report.to_markdown().encode())
+        torch_save_atomic(compressed.state_dict(), files["weights"])
+        write_atomic(files["onnx"], onnx)
         write_atomic(files["json"], json.dumps(report.to_dict(), indent=1, allow_nan=False).encode())
     return report

@@ -34,7 +34,6 @@ plug-in regularisers (:class:`TrainingHook`) and exact resume.
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import os
@@ -48,7 +47,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._files import write_atomic
+from .._files import torch_save_atomic
 from ..errors import InputError
 from ..models.evaluate import DataSource, _Bar, evaluate_accuracy
 
@@ -363,7 +362,7 @@ def _save(path: Path, settings: dict[str, Any], model: nn.Module, opt: torch.opt
              "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "step": step, "losses": losses,
              "epoch_loss": epoch_loss, "hooks": [h.state_dict() for h in hooks]}
     path.parent.mkdir(parents=True, exist_ok=True)
-    _save_atomic(state, path)
+    torch_save_atomic(state, path)
 
 
 def _restore(path: Path, settings: dict[str, Any], model: nn.Module, opt: torch.optim.Optimizer,
@@ -418,12 +417,5 @@ def train_mnist_model(name: str, path: str | os.PathLike[str], *, data_dir: str 
     finetune(model, mnist_split("train8k", data_dir), FinetuneConfig(seed=seed, **MNIST_TRAINING[name]),
              progress=progress)
     target.parent.mkdir(parents=True, exist_ok=True)
-    _save_atomic(model.state_dict(), target)
+    torch_save_atomic(model.state_dict(), target)
     return model.eval()
-
-
-def _save_atomic(obj: Any, path: Path) -> None:
-    """``torch.save`` that never leaves a half-written file."""
-    buffer = io.BytesIO()
-    torch.save(obj, buffer)
-    write_atomic(path, buffer.getvalue())

@@ -26,6 +26,15 @@ p.note{color:#57606a;font-size:.9rem}
 """
 
 
+@dataclass(frozen=True)
+class ReportPaths:
+    """The files a report wrote: the Markdown, the self-contained HTML page, and the Markdown's PNG figures."""
+
+    markdown: Path
+    html: Path
+    figures: tuple[Path, ...]
+
+
 @dataclass
 class Document:
     """Blocks in order: headings, paragraphs, tables and matplotlib figures."""

@@ -123,3 +123,24 @@ def recheck_figure(predicted: Sequence[float], true: Sequence[float], budget: fl
     _legend(fig, 2)
     ax.grid(alpha=0.3)
     return fig
+
+
+def layer_figure(layers: Sequence[str], panels: Sequence[tuple[str, Sequence[float], Sequence[float]]]) -> Any:
+    """Per layer (rows, in model order), original against compressed, one panel per ``(label, original,
+    compressed)``: where a policy takes its savings from."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(3.4 * len(panels) + 1.6, 0.9 + 0.22 * len(layers)), layout="constrained")
+    axes = fig.subplots(1, len(panels), sharey=True, squeeze=False)[0]
+    ys = list(range(len(layers)))
+    for ax, (label, original, compressed) in zip(axes, panels):
+        ax.barh([y - 0.2 for y in ys], original, height=0.4, color=GREY, label="original")
+        ax.barh([y + 0.2 for y in ys], compressed, height=0.4, color=BLUE, label="compressed")
+        ax.set_xlabel(label)
+        ax.grid(axis="x", alpha=0.3)
+        ax.ticklabel_format(axis="x", style="sci", scilimits=(-3, 4))
+    axes[0].set_yticks(ys, list(layers), fontsize=7)
+    axes[0].invert_yaxis()
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncols=2, fontsize=8, frameon=False)
+    return fig

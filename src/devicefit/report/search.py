@@ -21,7 +21,7 @@ from typing import Any
 
 from ..errors import InputError
 from ..study.study import SearchResult, TrialRecord
-from .document import Document
+from .document import Document, ReportPaths
 from .plots import FrontPoint, curve_figure, front_figure, recheck_figure
 
 #: The device tables published with LatBench (BRP-NAS) and HELP: listed in the report when absent here.
@@ -44,15 +44,6 @@ PUBLISHED_DEVICE_TABLES: dict[str, tuple[str, ...]] = {
 #: The name of the cost axis when a study has no cost of its own (no constraint, no minimised objective).
 COUNTED_PARAMS = "params"
 _SQLITE_MAGIC = b"SQLite format 3\x00"
-
-
-@dataclass(frozen=True)
-class ReportPaths:
-    """The files a report wrote: the Markdown, the self-contained HTML page, and the Markdown's PNG figures."""
-
-    markdown: Path
-    html: Path
-    figures: tuple[Path, ...]
 
 
 @dataclass(frozen=True)
