@@ -100,6 +100,15 @@ def test_multi_objective_search_gives_a_true_pareto_front_and_the_best_as_onnx(t
     got = np.concatenate([session.run(None, {session.get_inputs()[0].name: x[i:i + 1].numpy()})[-1]
                           for i in range(2)])
     np.testing.assert_allclose(got, expected.numpy(), rtol=1e-4, atol=1e-4)
+    # read back from its store, the result builds the same CIFAR-100 network
+    from devicefit.study import SearchResult
+
+    again = SearchResult.from_store(tmp_path / "s.sqlite")
+    assert again.build_options == {"num_classes": 100} and again.input_shape == (3, 32, 32)
+    assert again.best is not None and again.best.candidate == result.best.candidate
+    with torch.no_grad():
+        out = again.model().eval()(x)
+    assert (out[1] if isinstance(out, tuple) else out).shape == (2, 100)
 
 
 def test_a_predicted_budget_is_rechecked_and_the_answer_meets_the_true_one(tables: Path, tmp_path: Path) -> None:

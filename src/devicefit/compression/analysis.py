@@ -162,7 +162,9 @@ def check_action(name: str, module: nn.Module, param: str | None, action: Any) -
 # --- Torch-Pruning ------------------------------------------------------------------------------------
 
 
-def _scatter_pruner() -> Any:
+def scatter_pruner() -> Any:
+    """Torch-Pruning's pruner of a :class:`ChannelScatter`: give it as ``customized_pruners={ChannelScatter:
+    scatter_pruner()}`` to run Torch-Pruning's own pruners on a model :func:`convert_pad_shortcuts` converted."""
     import torch_pruning as tp
 
     class ScatterPruner(tp.pruner.BasePruningFunc):
@@ -342,7 +344,7 @@ def dependency_graph(model: nn.Module, example_input: torch.Tensor) -> Dependenc
         with torch.enable_grad():
             graph = tp.DependencyGraph().build_dependency(
                 model, example_inputs=example_input, verbose=False,
-                customized_pruners={ChannelScatter: _scatter_pruner(), **dict.fromkeys(barriers, _barrier_pruner())})
+                customized_pruners={ChannelScatter: scatter_pruner(), **dict.fromkeys(barriers, _barrier_pruner())})
     except Exception as exc:
         raise InputError(f"Torch-Pruning could not trace the model on an input of shape "
                          f"{tuple(example_input.shape)}: {type(exc).__name__}: {exc}") from exc

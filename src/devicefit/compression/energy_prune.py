@@ -226,6 +226,7 @@ class EnergyProjection(TrainingHook):
         self.ramp_fraction = float(ramp_fraction)
         self.start_mj: float | None = None
         self.projections = 0
+        self.worst_gap = 0.0  # the largest gap_bound / kept value over the projections made
         self.last: ProjectionResult | None = None
 
     def on_start(self, model: nn.Module) -> None:
@@ -275,6 +276,8 @@ class EnergyProjection(TrainingHook):
                 w.mul_(torch.from_numpy(k).to(device=w.device, dtype=w.dtype).view_as(w))
         self.projections += 1
         self.last = result
+        if result.value > 0:
+            self.worst_gap = max(self.worst_gap, result.gap_bound / result.value)
         return result
 
     def _within_budget(self, keep: list[np.ndarray], values: list[np.ndarray], targets: list[EnergyTerm],
@@ -291,15 +294,16 @@ class EnergyProjection(TrainingHook):
         return keep
 
     def state_dict(self) -> dict[str, Any]:
-        return {"start_mj": self.start_mj, "projections": self.projections}
+        return {"start_mj": self.start_mj, "projections": self.projections, "worst_gap": self.worst_gap}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         try:
             start = state["start_mj"]
             self.start_mj = None if start is None else float(start)
             self.projections = int(state["projections"])
+            self.worst_gap = float(state["worst_gap"])
         except (KeyError, TypeError, ValueError) as exc:
-            raise InputError(f"an EnergyProjection state needs start_mj and projections: {exc}") from None
+            raise InputError(f"an EnergyProjection state needs start_mj, projections and worst_gap: {exc}") from None
 
 
 def _positive(value: Any, what: str) -> float:
@@ -328,8 +332,9 @@ class EnergyLayerReport:
 @dataclass(frozen=True)
 class EnergyPruneReport:
     """What :func:`prune_to_energy` did: device, budget, energy before and after (mJ per sample), the least
-    reachable energy (every prunable weight zero), per-layer figures, projections made, the last projection's
-    ``gap_bound`` relative to its kept value, training steps (projected, recovery) and top-1 on ``eval_data``."""
+    reachable energy (every prunable weight zero), per-layer figures, projections made, the largest ``gap_bound``
+    of a projection relative to its kept value (how far from the optimal projection any was at most), training
+    steps (projected, recovery) and top-1 (%) on ``eval_data``."""
 
     device: str
     budget_mj: float
@@ -416,13 +421,11 @@ def prune_to_energy(
     energy_after = total_energy(terms, after)
     if energy_after > budget:  # cannot happen: masks keep the projected support
         raise AssertionError(f"energy {energy_after} mJ after pruning exceeds the budget {budget} mJ")
-    last = hook.last
-    gap = 0.0 if last is None or last.value == 0 else last.gap_bound / last.value
     report = EnergyPruneReport(
         device=energy_model.device, budget_mj=budget, energy_before_mj=energy_before, energy_after_mj=energy_after,
         minimum_mj=hook.minimum_mj,
         layers=[EnergyLayerReport(t.name, t.numel, b, a, t.cost_mj, t.energy(b), t.energy(a), t.prunable)
                 for t, b, a in zip(terms, before, after)],
-        projections=hook.projections, relative_gap_bound=gap, steps=steps, recovery_steps=recovery_steps,
+        projections=hook.projections, relative_gap_bound=hook.worst_gap, steps=steps, recovery_steps=recovery_steps,
         accuracy=None if eval_data is None else evaluate_accuracy(model, eval_data, progress=False))
     return model, report

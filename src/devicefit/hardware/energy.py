@@ -32,11 +32,12 @@ not measured). Energy is in the table for ``edgegpu``, ``eyeriss`` and ``fpga``;
 have latency only.
 
 **Fit error** (held-out, 5-fold cross-validation over the table's entries, seed 0; ``benchmarks/
-energy_models.py``): eyeriss R^2 0.90, mean abs. error 21 %, Spearman 0.96; edgegpu R^2 0.74, 20 %, 0.78;
-fpga R^2 0.90, 26 %, 0.96 -- against a MACs-only fit ``a MACs + b`` (same weighting and folds): R^2 0.87 /
-0.44 / 0.87, 27 % / 25 % / 33 %, Spearman 0.96 / 0.50 / 0.96. What the model misses is mostly spatial
-utilisation: on eyeriss, blocks on 4x4 and 7x7 maps take about twice the energy predicted (a PE array
-half-used), 14x14 ones about 30 % less; on edgegpu a per-kernel floor of about 2-3 mJ. Use it to compare and
+energy_models.py``): eyeriss R^2 0.90, mean abs. error 21 %, Spearman 0.96; edgegpu R^2 0.74, 19 %, 0.78;
+fpga R^2 0.90, 25 %, 0.96 -- against a MACs-only fit ``a MACs + b`` (same weighting and folds): R^2 0.87 /
+0.49 / 0.87, 28 % / 22 % / 33 %, Spearman 0.96 / 0.50 / 0.96. What the model misses is mostly spatial
+utilisation: on eyeriss, blocks on 4x4 and 7x7 maps take 2 to 2.8 times the energy predicted (a PE array
+partly idle), 14x14 ones 20-30 % less; on edgegpu, small ops are noisy around a floor of 2-3 mJ each.
+Use it to compare and
 budget layers of one model on one device, not as a measurement.
 
 :meth:`BilinearEnergyModel.model_energy` walks a model's ``Conv1d/2d/3d`` and ``Linear`` layers with forward

@@ -232,17 +232,10 @@ def _confirm(ctx: _Context) -> None:
     """The answer. Without a predicted constraint: the study's best feasible trial. With one: the best
     candidate the truth confirms, checked in order of objective as one would measure the top candidates on
     the device, stopping at the first that meets every re-checked constraint (as ``devicefit search`` does)."""
-    r = ctx.result
-    ctx.best = r.best
-    if not ctx.rechecks:
-        return
-    sign = 1.0 if r.objective.maximize else -1.0
-    ranked = sorted((t for t in r.trials if t.evaluated and t.feasible and t.objective is not None),
-                    key=lambda t: -sign * float(t.objective))  # type: ignore[arg-type]
-    confirmed = next((i for i, t in enumerate(ranked)
-                      if all(rc.holds(rc.true.get(t.candidate)) for rc in ctx.rechecks)), None)
-    ctx.best = None if confirmed is None else ranked[confirmed]
-    ctx.checked_in_order = None if confirmed is None else confirmed + 1
+    ctx.best = ctx.result.best
+    if ctx.rechecks:
+        ctx.best, ctx.checked_in_order = ctx.result.confirmed_best(
+            lambda candidate: all(rc.holds(rc.true.get(candidate)) for rc in ctx.rechecks))
 
 
 # -- sections --------------------------------------------------------------------------------------------

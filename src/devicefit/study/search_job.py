@@ -181,11 +181,11 @@ def search(
         raise InputError("zero-cost move needs a strategy with moves (evolution, reinforce); random has none")
     zc = proxy_objective(proxy, dataset, proxy_seed, proxy_images, data_dir) if (warmup or move) else None
     runner = make_executor(executor, workers=workers, address=ray_address)
+    num_classes, input_shape = _TASK[dataset]
     study = Study(sp, goal, strat, budget, Path(store), constraints=constraints, secondary=secondary,
-                  executor=runner, warmup=warmup, proxy=zc, move=move, seed=seed, name=name, progress=progress)
+                  executor=runner, warmup=warmup, proxy=zc, move=move, seed=seed, name=name, progress=progress,
+                  build_options={"num_classes": num_classes}, input_shape=input_shape)
     result = study.run()
-    num_classes, result.input_shape = _TASK[dataset]
-    result.build_options = {"num_classes": num_classes}
     _add_truth(result, constraints, Path(store), runner)
     test_column = _test_column(objective, goal) if isinstance(goal.estimator, BenchmarkAccuracy) else None
     if test_column and result.best is not None:
@@ -226,13 +226,9 @@ def _add_truth(result: SearchResult, constraints: list[Constraint], store: Path,
             "worst_violation_pct": max(over) if over else 0.0,
             "best_predicted_truly_feasible": None if result.best is None else result.best.candidate in ok,
         }
-    # The answer is the best candidate that the truth confirms: checked in order of objective, as one would
-    # measure the top candidates on the device, stopping at the first that meets every constraint.
-    sign = 1.0 if result.objective.maximize else -1.0
-    ranked = sorted((t for t in feasible if t.objective is not None), key=lambda t: -sign * float(t.objective))
-    confirmed = next((i for i, t in enumerate(ranked) if t.candidate in truly_ok), None)
+    # The answer is the best candidate that the truth confirms (SearchResult.confirmed_best).
+    best, checked_in_order = result.confirmed_best(truly_ok.__contains__)
     report["answer"] = {"predicted_best": None if result.best is None else result.best.candidate,
-                        "checked_in_order": None if confirmed is None else confirmed + 1,
-                        "confirmed": confirmed is not None}
-    result.best = None if confirmed is None else ranked[confirmed]
+                        "checked_in_order": checked_in_order, "confirmed": best is not None}
+    result.best = best
     result.extra["feasibility"] = report

@@ -23,7 +23,7 @@ from __future__ import annotations
 import os
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -140,13 +140,26 @@ class SearchResult:
     #: what the caller adds after the run: the truth re-check of predicted constraints, test accuracy, ...
     extra: dict[str, Any] = field(default_factory=dict)
     #: keyword arguments of ``space.build`` for the objective's task (e.g. ``{"num_classes": 100}``), and the
-    #: input shape of one sample, for :meth:`model` and :meth:`export_onnx`
+    #: input shape of one sample, for :meth:`model` and :meth:`export_onnx` (the study's ``settings["model"]``,
+    #: so a result read back from its store has them too)
     build_options: dict[str, Any] = field(default_factory=dict)
     input_shape: tuple[int, ...] = (3, 32, 32)
 
     @property
     def best_candidate(self) -> Any:
         return None if self.best is None else self.space.from_identity(self.best.candidate)
+
+    def confirmed_best(self, confirmed: Callable[[str], bool]) -> tuple[TrialRecord | None, int | None]:
+        """The answer under a predicted constraint: the feasible trials in order of objective, as one would
+        measure the top candidates on the device, and the first whose candidate (identity) ``confirmed``
+        accepts; with how many were checked to reach it. ``(None, None)`` when none is confirmed."""
+        sign = 1.0 if self.objective.maximize else -1.0
+        ranked = sorted((t for t in self.trials if t.evaluated and t.feasible and t.objective is not None),
+                        key=lambda t: -sign * float(t.objective))  # type: ignore[arg-type]
+        for i, t in enumerate(ranked):
+            if confirmed(t.candidate):
+                return t, i + 1
+        return None, None
 
     @classmethod
     def from_trials(cls, space: Space, objective: Objective | StoredObjective, trials: list[TrialRecord],
@@ -162,8 +175,10 @@ class SearchResult:
                 top = t
             best_so_far.append(None if top is None else top.objective)
         evaluations = sum(t.evaluated for t in trials)
+        model = settings.get("model") or {}
         return cls(space, objective, trials, evaluations, len(trials) - evaluations, top, best_so_far, settings,
-                   seconds, int(settings.get("warmup") or 0))
+                   seconds, int(settings.get("warmup") or 0), build_options=dict(model.get("build_options") or {}),
+                   input_shape=tuple(model.get("input_shape") or (3, 32, 32)))
 
     @classmethod
     def from_store(cls, store: str | os.PathLike[str], name: str = "search") -> SearchResult:
@@ -305,6 +320,8 @@ class Study:
         name: str = "search",
         max_seconds: float | None = None,
         progress: bool = True,
+        build_options: dict[str, Any] | None = None,
+        input_shape: Sequence[int] = (3, 32, 32),
     ) -> None:
         if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
             raise InputError(f"budget must be a positive number of evaluations, got {budget!r}")
@@ -327,6 +344,8 @@ class Study:
         self.executor = executor or InlineExecutor()
         self.warmup, self.proxy, self.move, self.batch = warmup, proxy, move, batch
         self.seed, self.name, self.max_seconds, self.progress = seed, name, max_seconds, progress
+        self.build_options = dict(build_options or {})
+        self.input_shape = tuple(int(d) for d in input_shape)
 
     def settings(self) -> dict[str, Any]:
         """What the study's result depends on (claimed in the store: a rerun with others is refused)."""
@@ -337,6 +356,7 @@ class Study:
             "strategy": {"name": self.strategy.name, **getattr(self.strategy, "options", {})},
             "seed": self.seed, "warmup": self.warmup, "move": self.move, "batch": self.batch,
             "proxy": None if self.proxy is None else self.proxy.describe(),
+            "model": {"build_options": self.build_options, "input_shape": list(self.input_shape)},
         }
 
     # -- running ----------------------------------------------------------------------------------------
