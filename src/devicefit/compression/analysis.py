@@ -104,6 +104,7 @@ class CoupledGroup:
     channels: int
     blocked: str = ""
     touched: tuple[str, ...] = field(default=())  # every module the group prunes (outputs or inputs)
+    inputs: tuple[str, ...] = field(default=())  # Conv2d/Linear layers whose input channels are the group's
 
 
 def compressible_layers(model: nn.Module) -> dict[str, tuple[nn.Module, str | None]]:
@@ -370,13 +371,13 @@ def _groups(graph: Any, model: nn.Module, barriers: dict[type[nn.Module], str]) 
             continue
         pruner = graph.get_pruner_of_module(root)
         channels = int(pruner.get_out_channels(root))
-        members, touched, blocked = [names[root]], [], ""
+        members, touched, inputs, blocked = [names[root]], [], [], ""
         try:
             group = graph.get_pruning_group(root, pruner.prune_out_channels, list(range(channels)))
         except Exception as exc:  # a graph Torch-Pruning cannot map: this layer's channels stay
             visited.add(root)
             raw.append(([names[root]], channels, f"Torch-Pruning could not build its group: {type(exc).__name__}: "
-                                                 f"{exc}", [names[root]]))
+                                                 f"{exc}", [names[root]], []))
             continue
         for dep, _ in group:
             module, node = dep.target.module, dep.target
@@ -386,6 +387,8 @@ def _groups(graph: Any, model: nn.Module, barriers: dict[type[nn.Module], str]) 
             if out_fn and isinstance(module, (nn.Conv2d, nn.Linear)):
                 members.append(names[module])
                 visited.add(module)
+            elif graph.is_in_channel_pruning_fn(dep.handler) and isinstance(module, (nn.Conv2d, nn.Linear)):
+                inputs.append(names[module])
             depthwise = isinstance(module, nn.Conv2d) and module.groups == module.in_channels == module.out_channels
             if not blocked and isinstance(module, nn.Conv2d) and module.groups > 1 and not depthwise:
                 blocked = (f"coupled to {names[module]}, a grouped convolution (groups={module.groups}) whose channels "
@@ -395,9 +398,10 @@ def _groups(graph: Any, model: nn.Module, barriers: dict[type[nn.Module], str]) 
             if not blocked and (isinstance(module, tp.ops._OutputOp) or (out_fn and not node.outputs)):
                 blocked = "its output channels are the model's outputs"
         members = sorted(set(members), key=order.__getitem__)
-        raw.append((members, channels, blocked, sorted(set(touched), key=order.__getitem__)))
+        raw.append((members, channels, blocked, sorted(set(touched), key=order.__getitem__),
+                    sorted(set(inputs), key=order.__getitem__)))
     raw.sort(key=lambda r: order[r[0][0]])
-    return [CoupledGroup(i, tuple(m), c, b, tuple(t)) for i, (m, c, b, t) in enumerate(raw)]
+    return [CoupledGroup(i, tuple(m), c, b, tuple(t), tuple(n)) for i, (m, c, b, t, n) in enumerate(raw)]
 
 
 # --- the analysis -------------------------------------------------------------------------------------

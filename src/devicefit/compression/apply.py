@@ -91,22 +91,26 @@ def _model_output_shape(model: nn.Module, example: torch.Tensor) -> list[list[in
     return [list(t.shape) for t in leaves if isinstance(t, torch.Tensor)]
 
 
-def _shape_of(module: nn.Module, example: torch.Tensor, root: nn.Module) -> list[int] | None:
-    """The output shape of ``module`` when ``root`` runs on ``example`` (None if it does not run)."""
-    seen: list[list[int]] = []
+def _shapes_of(root: nn.Module, names: Sequence[str], example: torch.Tensor) -> dict[str, list[int] | None]:
+    """The output shape of each named module when ``root`` runs on ``example`` (None if it does not run), and
+    the model's output shapes under the key ``""``: one forward pass for all of them."""
+    seen: dict[str, list[int] | None] = dict.fromkeys(names)
 
-    def hook(_m: nn.Module, _i: Any, out: Any) -> None:
-        t = out[0] if isinstance(out, tuple) else out
-        if isinstance(t, torch.Tensor) and not seen:
-            seen.append(list(t.shape))
+    def hook(name: str) -> Any:
+        def record(_m: nn.Module, _i: Any, out: Any) -> None:
+            t = out[0] if isinstance(out, tuple) else out
+            if isinstance(t, torch.Tensor) and seen[name] is None:
+                seen[name] = list(t.shape)
 
-    handle = module.register_forward_hook(hook)
+        return record
+
+    handles = [root.get_submodule(n).register_forward_hook(hook(n)) for n in names]
     try:
-        with torch.no_grad():
-            root(example)
+        seen[""] = _model_output_shape(root, example)  # type: ignore[assignment]
     finally:
-        handle.remove()
-    return seen[0] if seen else None
+        for h in handles:
+            h.remove()
+    return seen
 
 
 def _call(fn: Any, root: nn.Module, name: str, module: nn.Module, action: Action, extras: dict[str, Any]) -> Any:
@@ -170,32 +174,39 @@ def _apply(model: nn.Module, policy: Policy, example_input: torch.Tensor, *, dat
     was_training = out.training
     out.eval()
     try:
-        expected = _model_output_shape(out, example_input)
+        order = [(members[0], members) for members in groups]
+        order += [(n, [n]) for n, a in policy.items() if not isinstance(a, (Keep, ChannelPrune))]
+        watched = {name: name if resolve_layer(out, name)[1] is None else name.rpartition(".")[0]  # an RNN matrix:
+                   for name, _ in order}  # watch the RNN
+        before = _shapes_of(out, sorted(set(watched.values())), example_input)
         history: list[dict[str, Any]] = []
         skipped: list[dict[str, str]] = []
         extras_base = {"example_input": example_input, "data": batches}
-        order = [(members[0], members) for members in groups]
-        order += [(n, [n]) for n, a in policy.items() if not isinstance(a, (Keep, ChannelPrune))]
         for name, members in order:
             action = policy[name]
             module, param = resolve_layer(out, name)
-            watched = name if param is None else name.rpartition(".")[0]  # an RNN matrix: watch the RNN
-            before = _shape_of(module, example_input, out)
             extras = {**extras_base, "recorded": None if recorded is None else recorded.get(name)}
             try:
                 details = _call(TRANSFORMS[type(action)], out, name, module, action, extras)
             except Skip as why:
                 skipped += [{"module": n, "action": action.tag, "reason": str(why)} for n in members]
                 continue
-            now = _model_output_shape(out, example_input)
-            if now != expected:
-                raise InputError(f"{action.tag} on {name!r} changed the model's output shape {expected} -> {now}")
-            after = _shape_of(out.get_submodule(watched), example_input, out)
-            if before != after and not isinstance(action, ChannelPrune):
-                raise InputError(f"{action.tag} on {name!r} changed its output shape {before} -> {after}")
             history.append({"module": name, "action": action.to_dict(), "details": details,
-                            "output_shape_before": before, "output_shape": after,
                             "input_shape": list(example_input.shape)})
+        try:
+            after = _shapes_of(out, sorted(set(watched.values())), example_input)
+        except Exception as exc:
+            done = ", ".join(f"{h['action']['action']} on {h['module']!r}" for h in history[:6])
+            raise InputError(f"the compressed model's forward failed ({type(exc).__name__}: {exc}) after {done}"
+                             ) from exc
+        if after[""] != before[""]:
+            raise InputError(f"the policy changed the model's output shape {before['']} -> {after['']}")
+        for h in history:
+            w = watched[h["module"]]
+            h["output_shape_before"], h["output_shape"] = before[w], after[w]
+            if before[w] != after[w] and h["action"]["action"] != "channel":
+                raise InputError(f"{h['action']['action']} on {h['module']!r} changed its output shape "
+                                 f"{before[w]} -> {after[w]}")
     finally:
         out.train(was_training)
     return CompressionResult(out, history, skipped, compressed_cost(out, example_input, history))

@@ -1,0 +1,67 @@
+"""The per-layer policy space of one model: exact budgets without building, the Space protocol, bad input."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+
+from devicefit.compression import compressed_cost
+from devicefit.compression.policy_space import PolicySpace
+from devicefit.errors import InputError
+from devicefit.models import get_model
+
+SHAPES = {"resnet20": (3, 32, 32), "lstm": (1, 28, 28), "lenet5": (1, 28, 28), "gru": (1, 28, 28)}
+
+
+def _space(name: str, method: str, **kw: object) -> PolicySpace:
+    torch.manual_seed(0)
+    return PolicySpace(get_model(name), torch.zeros(1, *SHAPES[name]), method, model_name=name, **kw)
+
+
+@pytest.mark.parametrize(("name", "method"), [("resnet20", "lowrank"), ("resnet20", "channel"),
+                                              ("resnet20", "unstructured"), ("lstm", "lowrank"),
+                                              ("gru", "unstructured"), ("lenet5", "channel")])
+def test_budgets_equal_the_compressed_models_cost(name: str, method: str) -> None:
+    sp = _space(name, method)
+    rng = random.Random(1)
+    candidates = [sp.sample(rng) for _ in range(3)] + [sp.uniform(min(sp.ratios)), sp.uniform(1.0)]
+    for c in candidates:
+        measured = compressed_cost(sp.build(c), sp.example_input)
+        assert sp.cost(c) == {k: measured[k] for k in sp.metrics}, (name, method, c)
+    assert sp.cost(sp.uniform(1.0)) == sp.original_cost
+    saved = "nonzero_params" if method == "unstructured" else "params"  # masks keep the stored parameters
+    assert sp.cost(sp.uniform(min(sp.ratios)))[saved] < 0.6 * sp.original_cost[saved]
+
+
+def test_channel_decisions_are_coupled_groups_and_the_protocol_holds() -> None:
+    sp = _space("resnet20", "channel")
+    stage1 = next(d for d in sp.decisions if "conv1" in d)
+    assert "layer1.0.conv2" in stage1 and "layer1.2.conv2" in stage1  # the residual stage is one decision
+    assert all("linear" not in d for d in sp.decisions)  # the classifier's outputs are the model's
+    c = sp.sample(random.Random(0))
+    assert sp.from_json(sp.to_json(c)) == c and sp.from_identity(sp.identity(c)) == c
+    assert sp.from_choices(sp.to_choices(c)) == c and len(sp.choices) == len(sp.decisions)
+    for n in sp.neighbours(c):
+        assert sum(a != b for a, b in zip(n, c)) == 1
+        i = next(i for i, (a, b) in enumerate(zip(n, c)) if a != b)
+        assert abs(sp.ratios.index(n[i]) - sp.ratios.index(c[i])) == 1
+    policy = sp.policy(c)
+    assert all(policy[name].keep == r for names, r in zip(sp.decisions, c) if r < 1 for name in names)
+    assert sp.settings()["weights"] == _space("resnet20", "channel").settings()["weights"]
+
+
+def test_bad_input_is_refused() -> None:
+    sp = _space("lenet5", "lowrank")
+    for bad, message in (([0.5], "list of"), ([0.33] * len(sp.decisions), "not one of the space's ratios"),
+                         ("x", "list of")):
+        with pytest.raises(InputError, match=message):
+            sp.cost(bad)  # type: ignore[arg-type]
+    model = get_model("lenet5")
+    for kwargs, message in (({"method": "int4"}, "must be one of"), ({"method": "channel", "importance": "taylor"},
+                                                                       "data-free importance"),
+                            ({"ratios": [0.0, 0.5]}, r"in \(0, 1\]"), ({"layers": ["conv9"]}, "not compressible")):
+        with pytest.raises(InputError, match=message):
+            PolicySpace(model, torch.zeros(1, 1, 28, 28), **kwargs)  # type: ignore[arg-type]
+    assert 1.0 in PolicySpace(model, torch.zeros(1, 1, 28, 28), ratios=[0.5]).ratios  # "keep" is always a choice
