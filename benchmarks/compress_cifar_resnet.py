@@ -72,16 +72,15 @@ def one(model: str, label: str, method: str, ratio: float | None, epochs: float)
 
 def _batch_comparison(model: str, folder: Path, method: str) -> dict[str, Any]:
     """ONNX Runtime at batch 32: the saved model rebuilt from its history and weights, against the original."""
-    from devicefit.compression import Int8Config, compare_models, replay_history
+    from devicefit.compression import Int8Config, compare_models, finalize, replay_history
     from devicefit.models import calibration_batch, get_model
 
     original = get_model(model, pretrained=True)
     example = torch.zeros(1, 3, 32, 32)
     history = json.loads((folder / "history.json").read_text())
-    compressed = replay_history(get_model(model, pretrained=True), history, example,
-                                data=[calibration_batch("cifar10", 960)] if method == "int8" else None)
-    if method != "int8":
-        compressed.load_state_dict(torch.load(folder / "compressed.pt", weights_only=True))
+    compressed = replay_history(get_model(model, pretrained=True), history, example)  # int8: recorded ranges
+    if method != "int8":  # the saved weights are the finalized model's (masks made permanent)
+        finalize(compressed).load_state_dict(torch.load(folder / "compressed.pt", weights_only=True))
     int8 = Int8Config(calibration_batch("cifar10", 960)) if method == "int8" else None
     c = compare_models(original, compressed, torch.zeros(BATCH, 3, 32, 32), runtimes=("onnxruntime",), int8=int8,
                        protocol=_timing())

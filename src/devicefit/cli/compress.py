@@ -30,6 +30,44 @@ def _model(model: str, weights: Path | None, dataset: str | None):
     return net, dataset, (3, 32, 32) if dataset == "cifar10" else (1, 28, 28)
 
 
+def _searched_policy(net, dataset, shape, method, ratio, target_macs, target_params, target_size_kb, search,
+                     evaluations, store, images, seed, weights, data_dir, progress):  # type: ignore[no-untyped-def]
+    """The per-layer policy searched to the one target given (or none: the uniform ratio is used)."""
+    import torch
+
+    from ..errors import InputError
+
+    targets = {k: v for k, v in (("macs", target_macs), ("params", target_params), ("bytes", target_size_kb))
+               if v is not None}
+    if not targets:
+        return None, None
+    if len(targets) > 1:
+        raise InputError(f"give one target, got {', '.join('--target-' + k for k in targets)}")
+    if ratio is not None:
+        raise InputError("--ratio is a uniform setting; a target searches per-layer settings: give one of them")
+    if store is None:
+        raise InputError("a searched policy needs --store FILE: its evaluations are kept there, and a rerun resumes")
+    from ..models import get_model, load_weights, model_spec
+    from ..study import search_policy
+
+    metric, value = next(iter(targets.items()))
+    if isinstance(net, str):
+        spec = model_spec(net)
+        dataset, shape, name = spec.dataset, spec.input_shape, net
+        module = get_model(net, pretrained=weights is None, data_dir=data_dir)
+        if weights is not None:
+            load_weights(module, weights)
+    else:
+        module, name = net, type(net).__name__
+    if metric == "bytes" and method == "unstructured":
+        metric = "bytes_nonzero"
+    limit, fraction = (value * 1000, None) if metric.startswith("bytes") else (None, value)
+    found = search_policy(module, torch.zeros(1, *shape), method=method, metric=metric, limit=limit,
+                          fraction=fraction, search=search, evaluations=evaluations, store=store, dataset=dataset,
+                          images=images, seed=seed, model_name=name, data_dir=data_dir, progress=progress)
+    return found.policy, found.to_dict()
+
+
 @app.command("compress")
 @clean_errors
 def compress_command(
@@ -51,18 +89,37 @@ def compress_command(
     lr: float = typer.Option(0.01, "--lr", help="Learning rate of recovery training (SGD, cosine)."),
     eval_limit: int = typer.Option(None, "--eval-limit", min=1, help="Test on a fixed slice of this many images."),
     seed: int = typer.Option(0, "--seed", min=0),
+    target_macs: float = typer.Option(None, "--target-macs", help="Search per-layer settings so that the MACs are "
+                                      "at most this fraction of the original's (e.g. 0.5: 2x fewer)."),
+    target_params: float = typer.Option(None, "--target-params", help="... at most this fraction of the "
+                                        "original's parameters."),
+    target_size_kb: float = typer.Option(None, "--target-size-kb", help="... weights of at most this many kB "
+                                         "(1,000 bytes; fp32, the non-zero ones for unstructured)."),
+    search: Literal["greedy", "random", "evolution", "reinforce", "optuna"] = typer.Option(
+        "greedy", "--search", help="Policy search: greedy (AIMET-style sensitivity + one threshold), or a "
+        "search strategy on the per-layer policy space."),
+    evaluations: int = typer.Option(100, "--evaluations", min=1, help="Accuracy estimates of a strategy search "
+                                    "(greedy: one per layer and ratio)."),
+    store: Path = typer.Option(None, "--store", help="Results store of the policy search (SQLite); a rerun "
+                               "resumes it."),
+    images: int = typer.Option(1000, "--search-images", min=1, help="Held-out training images each policy is "
+                               "scored on (no fine-tuning, BatchNorm re-calibrated)."),
     data_dir: Path = DataDirOption,
     as_json: bool = JsonOption,
 ) -> None:
-    """Compress a trained model at a uniform per-layer ratio, recover it, and measure what it gained."""
+    """Compress a trained model (a uniform ratio, or per-layer settings searched to a target), recover it, and
+    measure what it gained."""
     from ..compression import compress
     from ..report import compress_report
 
     net, dataset, shape = _model(model, weights, data)
+    policy, found = _searched_policy(net, dataset, shape, method, ratio, target_macs, target_params, target_size_kb,
+                                     search, evaluations, store, images, seed, weights, data_dir, not as_json)
     report = compress(net, method=method, ratio=ratio, finetune_epochs=finetune_epochs, distill=distill,
                       noise=noise, lr=lr,
                       out=out, weights=weights if isinstance(net, str) else None, dataset=dataset,
-                      input_shape=shape, eval_limit=eval_limit, seed=seed, data_dir=data_dir, progress=not as_json)
+                      input_shape=shape, eval_limit=eval_limit, seed=seed, data_dir=data_dir, progress=not as_json,
+                      policy=policy, search=found)
     paths = compress_report(report, out)
     report.files.update(report=str(paths.markdown), html=str(paths.html))
     if as_json:

@@ -90,6 +90,7 @@ class CompressReport:
     data: str = ""
     per_layer: list[dict[str, Any]] = field(default_factory=list)
     comparison: dict[str, Any] = field(default_factory=dict)
+    search: dict[str, Any] = field(default_factory=dict)  # the policy search that chose per-layer settings
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -107,6 +108,9 @@ class CompressReport:
 
     @property
     def title(self) -> str:
+        if self.search:
+            return (f"Compression of {self.model_name}: {self.method}, per-layer policy by {self.search['search']} "
+                    f"search to {self.search['metric']} <= {self.search['limit']:,.0f}")
         ratio = "" if self.ratio is None else f", ratio {self.ratio}"
         return f"Compression of {self.model_name}: {self.method}{ratio}"
 
@@ -157,9 +161,14 @@ def compress(
     seed: int = 0,
     data_dir: str | os.PathLike[str] | None = None,
     progress: bool = True,
+    policy: Policy | None = None,
+    search: dict[str, Any] | None = None,
 ) -> CompressReport:
     """Compress ``model``; see the module docstring. A built-in ``model`` name brings its data set and input
-    shape; an ``nn.Module`` needs ``dataset`` (cifar10 or mnist) and ``input_shape``."""
+    shape; an ``nn.Module`` needs ``dataset`` (cifar10 or mnist) and ``input_shape``.
+
+    ``policy``: per-layer settings (e.g. :func:`devicefit.study.search_policy`'s answer, whose summary goes in
+    ``search``) instead of the method's uniform ``ratio``; its actions must be the method's."""
     from ..models import (
         calibration_batch,
         evaluate_accuracy,
@@ -174,7 +183,15 @@ def compress(
     from .int8 import Int8Config
     from .train import FinetuneConfig, finetune
 
-    action = method_action(method, ratio)
+    if policy is not None:
+        if ratio is not None:
+            raise InputError("give either a uniform ratio or a per-layer policy, not both")
+        if not isinstance(policy, Policy):
+            raise InputError(f"policy must be a devicefit Policy, got {type(policy).__name__}")
+        tags = {a.tag for a in policy.values()} - {"keep"}
+        if tags - {method_action(method, None if method == "int8" else 0.5).tag}:
+            raise InputError(f"the policy's actions ({', '.join(sorted(tags))}) are not the method {method!r}")
+    action = method_action(method, ratio) if policy is None else None
     if isinstance(model, str):
         spec = model_spec(model)
         name, dataset, input_shape = model, spec.dataset, spec.input_shape
@@ -200,7 +217,9 @@ def compress(
             raise InputError(f"--out {str(out_dir)!r} is a file, expected a folder")
         out_dir.mkdir(parents=True, exist_ok=True)
     test = load_images(dataset, "test" if dataset == "cifar10" else "test2k", data_dir)
-    policy = Policy.uniform(original, action)  # every layer that supports the action
+    if policy is None:
+        assert action is not None
+        policy = Policy.uniform(original, action)  # every layer that supports the action
     train = load_images(dataset, "train" if dataset == "cifar10" else "train8k", data_dir)
     if method == "int8":
         calibration = list(calibration_batch(dataset, INT8_CALIBRATION_IMAGES, data_dir).split(64))
@@ -239,7 +258,7 @@ def compress(
                             timed.speedup, list(comparison.notes),
                             data=test.description + (f", first {eval_limit} of a fixed permutation" if eval_limit
                                                      else ""),
-                            per_layer=per_layer, comparison=comparison.to_dict())
+                            per_layer=per_layer, comparison=comparison.to_dict(), search=search or {})
     if out_dir is not None:
         files = {"policy": out_dir / "policy.json", "history": out_dir / "history.json",
                  "weights": out_dir / "compressed.pt", "onnx": out_dir / "compressed.onnx",

@@ -53,6 +53,7 @@ def compress_report(report: Any, out_dir: str | os.PathLike[str], *, stem: str =
              f"the int8 ONNX model in ONNX Runtime {acc['deployed']:.2f} %" if acc.get("deployed") is not None
              else ""]
     doc.paragraph("Accuracy of the compressed model: " + "; ".join(p for p in parts if p) + ".")
+    _search(doc, report)
     _measurement(doc, report)
     _layers(doc, report)
     if report.skipped:
@@ -82,6 +83,35 @@ def _measurement(doc: Document, report: Any) -> None:
     doc.paragraph(f"Stored sparse: {c['sparse_encoding']}.", note=True)
     for note in report.notes:
         doc.paragraph(note)
+
+
+def _search(doc: Document, report: Any) -> None:
+    """How the per-layer policy was chosen: the budget, the estimate it was chosen on, the best uniform ratio
+    within the same budget, and the sensitivity curves (greedy) or the search curve (strategies)."""
+    s = report.search
+    if not s:
+        return
+    from .plots import curve_figure, sensitivity_figure
+
+    doc.heading("Policy search")
+    original = s["original_cost"][s["metric"]]
+    doc.paragraph(f"{s['search']} search of per-layer {s['method']} ratios to {s['metric']} <= {s['limit']:,.0f} "
+                  f"({s['limit'] / original:.3g} of the original's {original:,}): {s['evaluations']} accuracy "
+                  f"estimates (no fine-tuning, BatchNorm re-calibrated, held-out training images). The answer: "
+                  f"{s['cost'][s['metric']]:,} ({s['cost'][s['metric']] / original:.3g}), estimated "
+                  f"{s['accuracy']:.2f} %.")
+    uniform = s.get("uniform") or {}
+    if uniform:
+        doc.paragraph(f"The largest uniform ratio within the same budget is {uniform['ratio']} "
+                      f"({uniform['cost'][s['metric']]:,}).", note=True)
+    if s.get("sensitivity"):
+        curves = {layer: {float(r): a for r, a in c.items()} for layer, c in s["sensitivity"].items()}
+        doc.figure("sensitivity", sensitivity_figure(curves),
+                   "Accuracy estimate with one layer (or coupled group) compressed alone, per kept ratio")
+    elif s.get("curve"):
+        best = s["curve"]
+        doc.figure("search", curve_figure(best, best, "accuracy estimate %", True),
+                   "Best accuracy estimate within the budget after each evaluation")
 
 
 def _action(a: dict[str, Any]) -> str:

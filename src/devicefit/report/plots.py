@@ -144,3 +144,19 @@ def layer_figure(layers: Sequence[str], panels: Sequence[tuple[str, Sequence[flo
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside lower center", ncols=2, fontsize=8, frameon=False)
     return fig
+
+
+def sensitivity_figure(curves: dict[str, dict[float, float]]) -> Any:
+    """Per layer (one line each, the most sensitive labelled), accuracy against the kept ratio."""
+    fig, ax = _figure(6.5, 4.2)
+    worst = sorted(curves, key=lambda n: min(curves[n].values()))[:5]
+    for name, curve in curves.items():
+        xs = sorted(curve)
+        labelled = name in worst
+        ax.plot(xs, [curve[x] for x in xs], marker="o", ms=3, lw=1.4 if labelled else 0.8,
+                color=None if labelled else GREY, alpha=1.0 if labelled else 0.5, label=name if labelled else None)
+    ax.set_xlabel("kept ratio of the layer (the others uncompressed)")
+    ax.set_ylabel("accuracy estimate %")
+    ax.grid(alpha=0.3)
+    _legend(fig)
+    return fig

@@ -17,6 +17,8 @@ from .estimators import (
 from .executors import EXECUTORS, Executor, InlineExecutor, Outcome, ProcessExecutor, RayExecutor, make_executor
 from .loop import EvaluationResults, evaluate_all
 from .pareto import hypervolume_2d, pareto_front, pareto_mask
+from .policy_estimators import PolicyAccuracy, PolicyCost
+from .policy_search import PolicySearchResult, search_policy
 from .search_job import search
 from .store import Evaluation, Store, StoreError, StoreLockedError
 from .study import Constraint, Objective, SearchResult, Study, TrialRecord
@@ -37,6 +39,9 @@ __all__ = [
     "MeasuredLatency",
     "Objective",
     "Outcome",
+    "PolicyAccuracy",
+    "PolicyCost",
+    "PolicySearchResult",
     "PredictedCost",
     "ProcessExecutor",
     "RayExecutor",
@@ -56,4 +61,5 @@ __all__ = [
     "pareto_front",
     "pareto_mask",
     "search",
+    "search_policy",
 ]

@@ -1,0 +1,204 @@
+"""AutoML compression: the per-layer policy of one trained model searched to a cost budget.
+
+    from devicefit.study import search_policy
+    found = search_policy(model, torch.zeros(1, 3, 32, 32), method="lowrank", metric="macs", fraction=0.5,
+                          search="greedy", store="runs/r56.sqlite", dataset="cifar10")
+    found.policy, found.accuracy, found.cost
+
+The space is :class:`~devicefit.compression.policy_space.PolicySpace` (one kept ratio per layer or coupled
+group); the budget is an upper bound on one of its exact cost metrics (MACs, params, bytes, non-zero params or
+bytes), checked for every candidate **before** its accuracy is estimated; the objective is
+:class:`~devicefit.study.policy_estimators.PolicyAccuracy` (no fine-tuning, BatchNorm re-calibrated, a fixed
+held-out slice of the training images). Every evaluation goes through the store, so an interrupted search
+resumes without evaluating anything twice.
+
+Searches:
+
+- ``greedy``: AIMET's greedy compression-ratio selection (per-layer sensitivity, then one accuracy threshold
+  for all layers, searched to the budget): each decision alone at each ratio gives a sensitivity curve; for a
+  threshold ``t`` every decision takes its smallest ratio whose accuracy alone is at least ``t``; the cost of
+  that policy falls as ``t`` falls, and the answer is the policy of the highest threshold within the budget.
+  Its evaluations: the uncompressed model, one per decision and ratio below 1, and the answer (distinct ones).
+- ``random``, ``evolution``, ``reinforce``, ``optuna`` (TPE by default): the search strategies of
+  :mod:`devicefit.strategies` on the policy space, in a :class:`~devicefit.study.Study` with the budget as its
+  constraint, for ``evaluations`` accuracy estimates.
+
+A budget that even the smallest policy (every decision at the smallest ratio) exceeds is refused before any
+work; one that the uncompressed model meets needs no search and is refused too (nothing to compress to).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ..errors import InputError
+from .executors import Executor
+from .loop import evaluate_all
+from .policy_estimators import PolicyAccuracy, PolicyCost
+from .study import Constraint, Objective, Study
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+SEARCHES = ("greedy", "random", "evolution", "reinforce", "optuna")
+
+
+@dataclass
+class PolicySearchResult:
+    """The answer of :func:`search_policy`: the best policy within the budget, its accuracy estimate (held-out
+    slice, no fine-tuning) and exact cost; the curve of the best feasible accuracy after each evaluation."""
+
+    space: Any  # PolicySpace
+    search: str
+    metric: str
+    limit: float
+    candidate: tuple[float, ...]
+    accuracy: float
+    cost: dict[str, int]
+    evaluations: int
+    curve: list[float | None] = field(default_factory=list)
+    sensitivity: dict[str, dict[str, float]] = field(default_factory=dict)  # greedy: decision -> ratio -> acc
+    uniform: dict[str, Any] = field(default_factory=dict)  # the best uniform ratio within the budget, for reference
+
+    @property
+    def policy(self) -> Any:
+        return self.space.policy(self.candidate)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"search": self.search, "method": self.space.method, "metric": self.metric, "limit": self.limit,
+                "original_cost": self.space.original_cost, "candidate": list(self.candidate),
+                "decisions": [list(d) for d in self.space.decisions], "accuracy": self.accuracy, "cost": self.cost,
+                "evaluations": self.evaluations, "curve": self.curve, "sensitivity": self.sensitivity,
+                "uniform": self.uniform, "policy": json_policy(self.policy)}
+
+
+def json_policy(policy: Any) -> dict[str, Any]:
+    return {n: a.to_dict() for n, a in policy.items()}
+
+
+def search_policy(
+    model: nn.Module,
+    example_input: torch.Tensor,
+    *,
+    method: str = "lowrank",
+    metric: str = "macs",
+    limit: float | None = None,
+    fraction: float | None = None,
+    search: str = "greedy",
+    evaluations: int = 100,
+    store: str | os.PathLike[str],
+    dataset: str = "cifar10",
+    images: int = 1000,
+    ratios: Sequence[float] | None = None,
+    seed: int = 0,
+    model_name: str = "",
+    strategy_options: dict[str, Any] | None = None,
+    executor: Executor | None = None,
+    data_dir: str | os.PathLike[str] | None = None,
+    progress: bool = True,
+) -> PolicySearchResult:
+    """Search the per-layer policy of ``model`` within ``metric <= limit`` (or ``<= fraction`` of the original's);
+    see the module docstring."""
+    from ..compression.policy_space import PolicySpace
+
+    if search not in SEARCHES:
+        raise InputError(f"policy search must be one of {', '.join(SEARCHES)}, got {search!r}")
+    space = PolicySpace(model, example_input, method, ratios, model_name=model_name)
+    cost_est = PolicyCost(metric)
+    if metric not in space.metrics:
+        raise InputError(f"a {method} policy's budget can be one of {', '.join(space.metrics)}, got {metric!r}")
+    limit = _limit(space, metric, limit, fraction)
+    smallest = space.uniform(min(space.ratios))
+    if space.cost(smallest)[metric] > limit:
+        raise InputError(f"impossible budget: {metric} <= {limit:,.0f}, but the smallest {method} policy (every "
+                         f"layer at ratio {min(space.ratios)}) has {space.cost(smallest)[metric]:,}")
+    if space.original_cost[metric] <= limit:
+        raise InputError(f"the uncompressed model already meets {metric} <= {limit:,.0f} "
+                         f"({space.original_cost[metric]:,}): nothing to search")
+    accuracy = PolicyAccuracy(dataset, images, data_dir=None if data_dir is None else os.fspath(data_dir))
+    if search == "greedy":
+        result = _greedy(space, accuracy, metric, limit, store, executor, progress)
+    else:
+        result = _study(space, accuracy, cost_est, limit, search, evaluations, store, seed, strategy_options or {},
+                        executor, progress)
+    result.uniform = _best_uniform(space, metric, limit)
+    return result
+
+
+def _limit(space: Any, metric: str, limit: float | None, fraction: float | None) -> float:
+    if (limit is None) == (fraction is None):
+        raise InputError("give the budget either as limit= (in the metric's unit) or as fraction= of the original")
+    value = limit if limit is not None else fraction
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise InputError(f"the budget must be a positive number, got {value!r}")
+    if fraction is not None:
+        if fraction > 1:
+            raise InputError(f"fraction is the share of the original {metric} kept, in (0, 1]; got {fraction!r}")
+        return float(fraction) * space.original_cost[metric]
+    return float(value)
+
+
+def _best_uniform(space: Any, metric: str, limit: float) -> dict[str, Any]:
+    """The largest uniform ratio within the budget (what a uniform method would pick)."""
+    fits = [r for r in space.ratios if space.cost(space.uniform(r))[metric] <= limit]
+    if not fits:
+        return {}
+    r = max(fits)
+    return {"ratio": r, "cost": space.cost(space.uniform(r))}
+
+
+def _greedy(space: Any, accuracy: PolicyAccuracy, metric: str, limit: float, store: Any, executor: Any,
+            progress: bool) -> PolicySearchResult:
+    base = space.uniform(1.0)
+    singles: dict[tuple[int, float], tuple[float, ...]] = {}
+    for d in range(len(space.decisions)):
+        for r in space.ratios:
+            if r < 1.0:
+                singles[d, r] = (*base[:d], r, *base[d + 1:])
+    res = evaluate_all(space, [base, *singles.values()], [accuracy], store, executor=executor, progress=progress,
+                       description="sensitivity")
+    failed = res.failures(accuracy.name)
+    if failed:
+        first = next(iter(failed.items()))
+        raise InputError(f"{len(failed)} sensitivity evaluations failed, e.g. {first[0]}: {first[1]}")
+
+    def acc(c: tuple[float, ...]) -> float:
+        return float(res.value(space.identity(c), accuracy.name)["value"])
+
+    curves = {d: {r: acc(c) for (dd, r), c in singles.items() if dd == d} for d in range(len(space.decisions))}
+
+    def pick(threshold: float) -> tuple[float, ...]:
+        return tuple(min([r for r, a in curves[d].items() if a >= threshold] + [1.0])
+                     for d in range(len(space.decisions)))
+
+    thresholds = sorted({a for curve in curves.values() for a in curve.values()}, reverse=True)
+    chosen = next((c for t in thresholds if space.cost(c := pick(t))[metric] <= limit), None)
+    if chosen is None:  # the lowest threshold takes every decision's most accurate... fall back to the smallest
+        chosen = space.uniform(min(space.ratios))
+    final = evaluate_all(space, [chosen], [accuracy], store, executor=executor, progress=False)
+    value = final.value(space.identity(chosen), accuracy.name)
+    if value is None:
+        raise InputError(f"the chosen policy could not be evaluated: {final.failures(accuracy.name)}")
+    sensitivity = {space.decisions[d][0]: {str(r): a for r, a in sorted(curve.items())} for d, curve in curves.items()}
+    return PolicySearchResult(space, "greedy", metric, limit, chosen, float(value["value"]), space.cost(chosen),
+                              len({base, chosen, *singles.values()}), [], sensitivity)
+
+
+def _study(space: Any, accuracy: PolicyAccuracy, cost: PolicyCost, limit: float, search: str, evaluations: int,
+           store: Any, seed: int, options: dict[str, Any], executor: Any, progress: bool) -> PolicySearchResult:
+    from ..strategies import make_strategy
+
+    strategy = make_strategy(search, space, seed, **options)
+    study = Study(space, Objective(accuracy), strategy, evaluations, store, constraints=[Constraint(cost, upper=limit)],
+                  executor=executor, seed=seed, name=f"policy-{search}-{seed}", progress=progress,
+                  input_shape=tuple(space.example_input.shape[1:]))
+    result = study.run()
+    if result.best is None:
+        raise InputError(f"{search} found no policy within {cost.metric} <= {limit:,.0f} in {evaluations} evaluations")
+    best = space.from_identity(result.best.candidate)
+    return PolicySearchResult(space, search, cost.metric, limit, best, float(result.best.objective),
+                              space.cost(best), result.evaluations, list(result.best_so_far))

@@ -1,0 +1,113 @@
+"""AutoML compression: per-layer policies searched to a budget on a trained LeNet-5 (MNIST train8k)."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from devicefit.cli import app
+from devicefit.errors import InputError
+
+from .conftest import need_file
+
+EXAMPLE = torch.zeros(1, 1, 28, 28)
+
+
+@pytest.fixture(scope="module")
+def lenet(data_root: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[torch.nn.Module, Path]:
+    """LeNet-5 trained for one epoch on train8k (about 97 %), and its weights file."""
+    need_file(data_root, "images/t10k-images-idx3-ubyte.gz")
+    from devicefit.compression import FinetuneConfig, finetune
+    from devicefit.models import get_model, load_images
+
+    torch.manual_seed(0)
+    model = get_model("lenet5")
+    finetune(model, load_images("mnist", "train8k", data_root), FinetuneConfig(epochs=1, lr=0.05, augment=False),
+             progress=False)
+    path = tmp_path_factory.mktemp("lenet") / "lenet5.pt"
+    torch.save(model.state_dict(), path)
+    return model.eval(), path
+
+
+def _evaluations(store: Path) -> int:
+    with sqlite3.connect(store) as db:
+        return int(db.execute("select count(*) from evaluations").fetchone()[0])
+
+
+def test_greedy_meets_the_budget_and_resumes_without_reevaluating(lenet, data_root: Path, tmp_path: Path) -> None:
+    from devicefit.compression import compressed_cost
+    from devicefit.study import PolicyAccuracy, search_policy
+
+    model, _ = lenet
+    store = tmp_path / "s.sqlite"
+    kwargs = {"method": "lowrank", "metric": "params", "fraction": 0.3, "search": "greedy", "store": store,
+              "dataset": "mnist", "images": 300, "data_dir": data_root, "progress": False}
+    found = search_policy(model, EXAMPLE, **kwargs)
+    sp = found.space
+    assert found.cost["params"] <= found.limit == pytest.approx(0.3 * sp.original_cost["params"])
+    assert compressed_cost(sp.build(found.candidate), EXAMPLE)["params"] == found.cost["params"]
+    assert set(found.sensitivity) == {d[0] for d in sp.decisions}
+    assert all(len(c) == len(sp.ratios) - 1 for c in found.sensitivity.values())
+    # fc1 holds 93 % of the weights and low rank barely hurts it; the classifier fc2 is the sensitive layer
+    assert found.accuracy > 85.0 and found.candidate[-1] > min(sp.ratios)
+    assert found.accuracy > PolicyAccuracy("mnist", 300, data_dir=str(data_root)).evaluate(
+        sp, sp.uniform(found.uniform["ratio"]))["value"]  # better than the uniform ratio of the same budget
+    again = PolicyAccuracy("mnist", 300, data_dir=str(data_root))
+    assert again.evaluate(sp, found.candidate)["value"] == found.accuracy
+    n = _evaluations(store)
+    assert n == found.evaluations  # the uncompressed model, every single-layer policy and the answer
+    resumed = search_policy(model, EXAMPLE, **kwargs)
+    assert _evaluations(store) == n and resumed.candidate == found.candidate  # nothing computed twice
+    uniform = found.uniform
+    assert uniform and sp.cost(sp.uniform(uniform["ratio"]))["params"] <= found.limit
+
+
+def test_strategies_search_the_policy_space_within_the_budget(lenet, data_root: Path, tmp_path: Path) -> None:
+    from devicefit.study import search_policy
+
+    model, _ = lenet
+    for search in ("evolution", "optuna"):
+        found = search_policy(model, EXAMPLE, method="channel", metric="macs", fraction=0.5, search=search,
+                              evaluations=6, store=tmp_path / f"{search}.sqlite", dataset="mnist", images=200,
+                              data_dir=data_root, progress=False, seed=1)
+        assert found.evaluations == 6 and found.cost["macs"] <= found.limit
+        assert found.accuracy == max(v for v in found.curve if v is not None)
+
+
+def test_impossible_or_pointless_budgets_fail_before_any_work(lenet, data_root: Path, tmp_path: Path) -> None:
+    from devicefit.study import search_policy
+
+    model, _ = lenet
+    store = tmp_path / "never.sqlite"
+    for kwargs, message in (({"fraction": 0.001}, "impossible budget"), ({"fraction": 1.0}, "already meets"),
+                            ({"limit": 10.0, "fraction": 0.5}, "either as limit"),
+                            ({"fraction": 0.5, "search": "annealing"}, "must be one of"),
+                            ({"fraction": 0.5, "metric": "latency"}, "cost metric must be one of")):
+        with pytest.raises(InputError, match=message):
+            search_policy(model, EXAMPLE, **{"method": "lowrank", "metric": "params", "store": store,
+                                             "dataset": "mnist", "data_dir": data_root, **kwargs})
+    assert not store.exists()
+
+
+def test_cli_compresses_to_a_searched_policy_with_its_report(lenet, data_root: Path, tmp_path: Path) -> None:
+    _, weights = lenet
+    out = tmp_path / "out"
+    args = ["compress", "lenet5", "--weights", str(weights), "--method", "lowrank", "--target-params", "0.25",
+            "--store", str(tmp_path / "s.sqlite"), "--search-images", "200", "--eval-limit", "300", "--out",
+            str(out), "--data-dir", str(data_root), "--json"]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    report = json.loads(res.output)
+    assert report["search"]["search"] == "greedy"
+    assert report["cost"]["compressed"]["params"] <= 0.25 * report["cost"]["original"]["params"]
+    assert report["cost"]["compressed"]["params"] == report["search"]["cost"]["params"]  # the budget is exact
+    page = Path(report["files"]["html"]).read_text()
+    assert "Policy search" in page and page.count("<svg") >= 2  # sensitivity curves and per-layer plot
+    bad = CliRunner().invoke(app, [*args[:8], "--ratio", "0.5", "--target-macs", "0.5", "--out", str(out),
+                                   "--data-dir", str(data_root)])
+    assert bad.exit_code == 2 and "give one target" in bad.output
