@@ -89,6 +89,8 @@ def compress_command(
     lr: float = typer.Option(0.01, "--lr", help="Learning rate of recovery training (SGD, cosine)."),
     eval_limit: int = typer.Option(None, "--eval-limit", min=1, help="Test on a fixed slice of this many images."),
     seed: int = typer.Option(0, "--seed", min=0),
+    round_to: int = typer.Option(1, "--round-to", min=1, help="channel: keep channel counts that are multiples of "
+                                 "this (8: the widths CPU kernels block by)."),
     target_macs: float = typer.Option(None, "--target-macs", help="Search per-layer settings so that the MACs are "
                                       "at most this fraction of the original's (e.g. 0.5: 2x fewer)."),
     target_params: float = typer.Option(None, "--target-params", help="... at most this fraction of the "
@@ -119,7 +121,7 @@ def compress_command(
                       noise=noise, lr=lr,
                       out=out, weights=weights if isinstance(net, str) else None, dataset=dataset,
                       input_shape=shape, eval_limit=eval_limit, seed=seed, data_dir=data_dir, progress=not as_json,
-                      policy=policy, search=found)
+                      policy=policy, search=found, round_to=round_to)
     paths = compress_report(report, out)
     report.files.update(report=str(paths.markdown), html=str(paths.html))
     if as_json:

@@ -17,7 +17,8 @@ and the report data (JSON; ``devicefit.report.compress_report`` renders it as Ma
 per-layer plot, as ``devicefit compress`` does).
 
 ``ratio`` is the fraction kept in each layer: the rank fraction for ``lowrank``, the channels kept for
-``channel`` (coupled layers pruned together through Torch-Pruning), ``1 - sparsity`` for ``unstructured`` and
+``channel`` (coupled layers pruned together through Torch-Pruning; ``round_to=8`` keeps multiples of 8, the
+widths CPU kernels block by), ``1 - sparsity`` for ``unstructured`` and
 ``block``, the 3x3 kernels kept for ``pattern`` (PatDNN: each kept kernel keeps 4 of its 9 weights, so
 ``pattern`` at ratio 1.0 keeps 4/9 of the 3x3 weights). ``int8`` takes no ratio: post-training quantization
 by ONNX Runtime (per-channel int8 weights, activations calibrated on the lossless calibration images); its
@@ -47,8 +48,11 @@ METHODS = ("lowrank", "channel", "unstructured", "block", "pattern", "int8")
 INT8_CALIBRATION_IMAGES = 960
 
 
-def method_action(method: str, ratio: float | None) -> Action:
-    """The per-layer action of a method at a kept ``ratio`` (see the module docstring; ``int8`` takes none)."""
+def method_action(method: str, ratio: float | None, round_to: int = 1) -> Action:
+    """The per-layer action of a method at a kept ``ratio`` (see the module docstring; ``int8`` takes none);
+    ``round_to``: channel counts kept as multiples of it (``channel`` only)."""
+    if round_to != 1 and method != "channel":
+        raise InputError(f"round_to (kept channels as multiples of it) is an option of channel pruning, not {method}")
     if method not in METHODS:
         raise InputError(f"unknown compression method {method!r}; expected one of {', '.join(METHODS)}")
     if method == "int8":
@@ -63,7 +67,7 @@ def method_action(method: str, ratio: float | None) -> Action:
     if method == "lowrank":
         return LowRank(rank_fraction=float(ratio))
     if method == "channel":
-        return ChannelPrune(keep=float(ratio))
+        return ChannelPrune(keep=float(ratio), round_to=round_to)
     if method == "pattern":
         return Pattern(connectivity=removed)
     return Unstructured(sparsity=removed) if method == "unstructured" else Block(sparsity=removed)
@@ -163,6 +167,7 @@ def compress(
     progress: bool = True,
     policy: Policy | None = None,
     search: dict[str, Any] | None = None,
+    round_to: int = 1,
 ) -> CompressReport:
     """Compress ``model``; see the module docstring. A built-in ``model`` name brings its data set and input
     shape; an ``nn.Module`` needs ``dataset`` (cifar10 or mnist) and ``input_shape``.
@@ -191,7 +196,7 @@ def compress(
         tags = {a.tag for a in policy.values()} - {"keep"}
         if tags - {method_action(method, None if method == "int8" else 0.5).tag}:
             raise InputError(f"the policy's actions ({', '.join(sorted(tags))}) are not the method {method!r}")
-    action = method_action(method, ratio) if policy is None else None
+    action = method_action(method, ratio, round_to) if policy is None else None
     if isinstance(model, str):
         spec = model_spec(model)
         name, dataset, input_shape = model, spec.dataset, spec.input_shape
