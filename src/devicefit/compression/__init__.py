@@ -68,6 +68,12 @@ _EXPORTS: dict[str, str] = {
     # distill.py: distillation on synthetic data (no training data shared)
     "bn_statistics_loss": "distill",
     "synthetic_images": "distill",
+    # energy_prune.py: energy-constrained pruning (weighted sparse projection, arXiv 1806.04321)
+    "EnergyProjection": "energy_prune",
+    "prune_to_energy": "energy_prune",
+    "weighted_sparse_projection": "energy_prune",
+    # policy_space.py: the per-layer policy space of one model (what AutoML compression searches)
+    "PolicySpace": "policy_space",
     # the transforms, one file each
     "svd_factors": "lowrank",
     "LowRankRNN": "lowrank",

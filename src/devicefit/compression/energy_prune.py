@@ -22,8 +22,11 @@ leave room that cheaper weights further down could use, and ``argmin`` may prefe
 order, with every later weight that still fits (never worse than the prefix). It is exact when every weight
 costs the same (one layer, or equal costs: the top-k by magnitude), and in general within one weight of the
 optimum: ``OPT - value <= w_b^2``, ``w_b`` the first weight the prefix could not take (the fractional knapsack's
-bound, since ``OPT <= prefix + w_b^2``); each projection reports that bound as ``gap_bound``. An exact 0-1
-knapsack over all weights (431,080 for LeNet-5, with real-valued costs) is not attempted.
+bound, since ``OPT <= prefix + w_b^2``); each projection reports that bound as ``gap_bound``. On trained
+LeNet-5 at 50 / 25 / 10 % of its eyeriss energy the bound is under 1e-4 of the kept ``sum w^2`` in every
+projection. The exact :func:`~devicefit.compression.knapsack.knapsack_01` is not used: it needs integer costs,
+and with the energy costs rounded up to 1/20 of the cheapest weight's (table of 4 x 4-8 million cells) it kept
+2-3e-5 *less* than this greedy at 50 and 25 % (rounding up wastes budget) and took 20 to 75 times as long.
 
 **Procedure** (:func:`prune_to_energy`): projected SGD with :class:`EnergyProjection` as a
 :class:`~devicefit.compression.train.TrainingHook` of :func:`~devicefit.compression.finetune` (a projection every

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
         weight_bytes,
     )
     from .devices import LOCAL_DEVICE, Device, list_devices, local_device
+    from .energy import BilinearEnergyModel, LayerShape, fit_energy_model, layer_shapes, load_fbnet_energy
     from .machine import cpu_model
     from .measure import (
         PRECISIONS,
@@ -50,6 +51,11 @@ _EXPORTS: dict[str, str] = {
     "list_devices": "devices",
     "local_device": "devices",
     "cpu_model": "machine",
+    "BilinearEnergyModel": "energy",
+    "LayerShape": "energy",
+    "fit_energy_model": "energy",
+    "layer_shapes": "energy",
+    "load_fbnet_energy": "energy",
     "PRECISIONS": "measure",
     "RUNTIMES": "measure",
     "LatencyMeasurement": "measure",
@@ -64,8 +70,10 @@ __all__ = [
     "LOCAL_DEVICE",
     "PRECISIONS",
     "RUNTIMES",
+    "BilinearEnergyModel",
     "Device",
     "LatencyMeasurement",
+    "LayerShape",
     "MeasurementProtocol",
     "ModelCost",
     "count_macs",
@@ -77,7 +85,10 @@ __all__ = [
     "detect_onnx_precision",
     "eval_mode",
     "export_onnx",
+    "fit_energy_model",
+    "layer_shapes",
     "list_devices",
+    "load_fbnet_energy",
     "local_device",
     "measure_latency",
     "peak_activation_bytes",
