@@ -65,3 +65,23 @@ def test_bad_input_is_refused() -> None:
         with pytest.raises(InputError, match=message):
             PolicySpace(model, torch.zeros(1, 1, 28, 28), **kwargs)  # type: ignore[arg-type]
     assert 1.0 in PolicySpace(model, torch.zeros(1, 1, 28, 28), ratios=[0.5]).ratios  # "keep" is always a choice
+
+
+@pytest.mark.parametrize(("name", "method"), [("resnet20", "channel"), ("resnet20", "lowrank"),
+                                              ("lenet5", "unstructured")])
+def test_energy_budgets_equal_the_energy_models_count(name: str, method: str, data_root) -> None:
+    """ECC's bilinear energy of a policy, without building it, equals the fitted model's energy of the built
+    model (channels: every weight counts; masks: zero weights are free)."""
+    from .conftest import need_file
+
+    need_file(data_root, "fbnet/fbnet_cached_metrics.json")
+    from devicefit.hardware import fit_energy_model
+
+    energy = fit_energy_model("eyeriss", data_dir=data_root)
+    sp = PolicySpace(get_model(name), torch.zeros(1, *SHAPES[name]), method, energy=energy)
+    assert "energy_mj" in sp.metrics and sp.settings()["energy"]["device"] == "eyeriss"
+    rng = random.Random(2)
+    for c in [sp.sample(rng) for _ in range(3)]:
+        built = energy.model_energy(sp.build(c), sp.example_input, sparse=method == "unstructured").total_mj
+        assert sp.cost(c)["energy_mj"] == pytest.approx(built, rel=1e-12)
+        assert sp.cost(c)["energy_mj"] < sp.original_cost["energy_mj"]

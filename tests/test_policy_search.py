@@ -111,3 +111,20 @@ def test_cli_compresses_to_a_searched_policy_with_its_report(lenet, data_root: P
     bad = CliRunner().invoke(app, [*args[:8], "--ratio", "0.5", "--target-macs", "0.5", "--out", str(out),
                                    "--data-dir", str(data_root)])
     assert bad.exit_code == 2 and "give one target" in bad.output
+
+
+def test_cli_energy_target_on_a_device(lenet, data_root: Path, tmp_path: Path) -> None:
+    need_file(data_root, "fbnet/fbnet_cached_metrics.json")
+    _, weights = lenet
+    res = CliRunner().invoke(app, ["compress", "lenet5", "--weights", str(weights), "--method", "channel",
+                                   "--target-energy-mj", "0.03", "--device", "eyeriss", "--store",
+                                   str(tmp_path / "e.sqlite"), "--search-images", "200", "--eval-limit", "200",
+                                   "--out", str(tmp_path / "out"), "--data-dir", str(data_root), "--json"])
+    assert res.exit_code == 0, res.output
+    search = json.loads(res.output)["search"]
+    assert search["metric"] == "energy_mj" and search["cost"]["energy_mj"] <= 0.03 < search["original_cost"][
+        "energy_mj"]
+    res = CliRunner().invoke(app, ["compress", "lenet5", "--weights", str(weights), "--method", "channel",
+                                   "--target-energy-mj", "0.03", "--store", str(tmp_path / "e.sqlite"), "--out",
+                                   str(tmp_path / "out"), "--data-dir", str(data_root)])
+    assert res.exit_code == 2 and "go together" in res.output

@@ -30,15 +30,16 @@ def _model(model: str, weights: Path | None, dataset: str | None):
     return net, dataset, (3, 32, 32) if dataset == "cifar10" else (1, 28, 28)
 
 
-def _searched_policy(net, dataset, shape, method, ratio, target_macs, target_params, target_size_kb, search,
-                     evaluations, store, images, seed, weights, data_dir, progress):  # type: ignore[no-untyped-def]
+def _searched_policy(net, dataset, shape, method, ratio, targets, device, search,  # type: ignore[no-untyped-def]
+                     evaluations, store, images, seed, weights, data_dir, progress):
     """The per-layer policy searched to the one target given (or none: the uniform ratio is used)."""
     import torch
 
     from ..errors import InputError
 
-    targets = {k: v for k, v in (("macs", target_macs), ("params", target_params), ("bytes", target_size_kb))
-               if v is not None}
+    targets = {k: v for k, v in targets.items() if v is not None}
+    if (device is not None) != ("energy_mj" in targets):
+        raise InputError("--target-energy-mj and --device go together (the device whose energy model counts)")
     if not targets:
         return None, None
     if len(targets) > 1:
@@ -61,10 +62,17 @@ def _searched_policy(net, dataset, shape, method, ratio, target_macs, target_par
         module, name = net, type(net).__name__
     if metric == "bytes" and method == "unstructured":
         metric = "bytes_nonzero"
-    limit, fraction = (value * 1000, None) if metric.startswith("bytes") else (None, value)
+    limit, fraction = (None, value) if metric in ("macs", "params") else (
+        value * 1000 if metric.startswith("bytes") else value, None)
+    energy = None
+    if device is not None:
+        from ..hardware import fit_energy_model
+
+        energy = fit_energy_model(device, data_dir=data_dir)
     found = search_policy(module, torch.zeros(1, *shape), method=method, metric=metric, limit=limit,
                           fraction=fraction, search=search, evaluations=evaluations, store=store, dataset=dataset,
-                          images=images, seed=seed, model_name=name, data_dir=data_dir, progress=progress)
+                          images=images, seed=seed, model_name=name, energy=energy, data_dir=data_dir,
+                          progress=progress)
     return found.policy, found.to_dict()
 
 
@@ -97,6 +105,10 @@ def compress_command(
                                         "original's parameters."),
     target_size_kb: float = typer.Option(None, "--target-size-kb", help="... weights of at most this many kB "
                                          "(1,000 bytes; fp32, the non-zero ones for unstructured)."),
+    target_energy_mj: float = typer.Option(None, "--target-energy-mj", help="... energy per inference of at most "
+                                           "this many mJ on --device, by its energy model (ECC's bilinear form "
+                                           "fitted on the HW-NAS-Bench energy table)."),
+    device: str = typer.Option(None, "--device", help="Device of --target-energy-mj: eyeriss, edgegpu or fpga."),
     search: Literal["greedy", "random", "evolution", "reinforce", "optuna"] = typer.Option(
         "greedy", "--search", help="Policy search: greedy (AIMET-style sensitivity + one threshold), or a "
         "search strategy on the per-layer policy space."),
@@ -115,7 +127,9 @@ def compress_command(
     from ..report import compress_report
 
     net, dataset, shape = _model(model, weights, data)
-    policy, found = _searched_policy(net, dataset, shape, method, ratio, target_macs, target_params, target_size_kb,
+    policy, found = _searched_policy(net, dataset, shape, method, ratio,
+                                     {"macs": target_macs, "params": target_params, "bytes": target_size_kb,
+                                      "energy_mj": target_energy_mj}, device,
                                      search, evaluations, store, images, seed, weights, data_dir, not as_json)
     report = compress(net, method=method, ratio=ratio, finetune_epochs=finetune_epochs, distill=distill,
                       noise=noise, lr=lr,

@@ -54,8 +54,9 @@ DEFAULT_RATIOS: dict[str, tuple[float, ...]] = {
 }
 #: Channel importances that need no data (a policy then decides the compressed model by itself).
 DATA_FREE_IMPORTANCES = ("l1", "l2", "bn_scale")
-#: The cost metrics :meth:`PolicySpace.cost` computes, for one sample.
+#: The cost metrics :meth:`PolicySpace.cost` computes, for one sample (and ``energy_mj`` with an energy model).
 COST_METRICS = ("macs", "params", "nonzero_params", "bytes", "bytes_nonzero")
+ENERGY = "energy_mj"
 
 Ratios = tuple[float, ...]
 
@@ -76,7 +77,7 @@ class PolicySpace(MutableSpace[Ratios], CategoricalSpace[Ratios]):
 
     def __init__(self, model: nn.Module, example_input: torch.Tensor, method: str = "lowrank",
                  ratios: Sequence[float] | None = None, *, model_name: str = "", importance: str = "l1",
-                 layers: Sequence[str] | None = None) -> None:
+                 layers: Sequence[str] | None = None, energy: Any = None) -> None:
         from .analysis import analyze_layers
 
         if method not in POLICY_METHODS:
@@ -91,6 +92,7 @@ class PolicySpace(MutableSpace[Ratios], CategoricalSpace[Ratios]):
         self._model = copy.deepcopy(model).eval()
         self._example = example_input[:1].detach().clone()
         self._digest = weights_digest(self._model)
+        self.energy = energy  # a BilinearEnergyModel: adds the metric energy_mj
         if method == "channel" and importance not in DATA_FREE_IMPORTANCES:
             raise InputError(f"policy search prunes channels by a data-free importance "
                              f"({', '.join(DATA_FREE_IMPORTANCES)}), so that a policy alone decides the model; got "
@@ -118,12 +120,15 @@ class PolicySpace(MutableSpace[Ratios], CategoricalSpace[Ratios]):
         #: the metrics :meth:`cost` gives exactly (channel pruning: which weights are zero after it depends on
         #: the weights, so non-zero counts are left out)
         self.metrics: tuple[str, ...] = ("macs", "params", "bytes") if method == "channel" else COST_METRICS
+        if energy is not None:
+            self.metrics += ("energy_mj",)
 
     # -- the Space protocol -------------------------------------------------------------------------------
     def settings(self) -> dict[str, Any]:
         return {"space": self.name, "model": self.model_name, "weights": self._digest, "method": self.method,
                 "ratios": list(self.ratios), "decisions": [list(d) for d in self.decisions],
-                "importance": self.importance, "input_shape": list(self._example.shape[1:])}
+                "importance": self.importance, "input_shape": list(self._example.shape[1:]),
+                "energy": None if self.energy is None else self.energy.to_dict()}
 
     def sample(self, rng: random.Random) -> Ratios:
         return tuple(rng.choice(self.ratios) for _ in self.decisions)
@@ -191,13 +196,13 @@ class PolicySpace(MutableSpace[Ratios], CategoricalSpace[Ratios]):
         c = self._check(candidate)
         return Policy({name: self._action(r) for names, r in zip(self.decisions, c) if r < 1.0 for name in names})
 
-    def cost(self, candidate: Ratios) -> dict[str, int]:
+    def cost(self, candidate: Ratios) -> dict[str, Any]:
         """The exact cost of the compressed model (:attr:`metrics`, one sample), without building it."""
         cost = self._cost.of(self._check(candidate))
         return {k: cost[k] for k in self.metrics}
 
     @property
-    def original_cost(self) -> dict[str, int]:
+    def original_cost(self) -> dict[str, Any]:
         return {k: self._cost.original[k] for k in self.metrics}
 
     def _action(self, ratio: float) -> Action:
@@ -238,9 +243,14 @@ class _AdditiveCost:
 
         model, example = space.model, space.example_input
         names = [d[0] for d in space.decisions]
-        self.original = {k: int(v) for k, v in compressed_cost(model, example).items() if k in COST_METRICS}
+        self.original: dict[str, Any] = {k: int(v) for k, v in compressed_cost(model, example).items()
+                                         if k in COST_METRICS}
         before = layer_costs(model, example, names)
-        self.delta: dict[tuple[str, float], dict[str, int]] = {}
+        energy = space.energy
+        if energy is not None:
+            e_before = _energies(energy, model, example, names, sparse=True)
+            self.original[ENERGY] = energy.model_energy(model, example, sparse=True).total_mj
+        self.delta: dict[tuple[str, float], dict[str, Any]] = {}
         for r in space.ratios:
             if r == 1.0:
                 continue
@@ -249,9 +259,13 @@ class _AdditiveCost:
             for n in names:
                 d = {k: after[n][k] - before[n][k] for k in ("macs", "params", "nonzero_params")}
                 self.delta[n, r] = {**d, "bytes": 4 * d["params"], "bytes_nonzero": 4 * d["nonzero_params"]}
+            if energy is not None:
+                e_after = _energies(energy, compressed, example, names, sparse=True)
+                for n in names:
+                    self.delta[n, r][ENERGY] = e_after[n] - e_before[n]
         self.names = names
 
-    def of(self, candidate: Ratios) -> dict[str, int]:
+    def of(self, candidate: Ratios) -> dict[str, Any]:
         out = dict(self.original)
         for n, r in zip(self.names, candidate):
             if r < 1.0:
@@ -300,12 +314,19 @@ class _ChannelCost:
                                      f"prunes {name!r} ({type(m).__name__})")
                 continue
             self.modules.append((name, m, in_group.get(name), out_group.get(name), hw.get(name, 1)))
+        self.energy, self.shapes = space.energy, {}
+        if self.energy is not None:
+            from ..hardware.energy import layer_shapes
+
+            self.shapes = layer_shapes(space.model, example)
+            self.original[ENERGY] = self.energy.model_energy(space.model, example, sparse=False).total_mj
         full = self._modules_cost({})
         self.constant = {k: self.original[k] - full[k] for k in full}
 
-    def _modules_cost(self, kept: dict[int, int]) -> dict[str, int]:
+    def _modules_cost(self, kept: dict[int, int]) -> dict[str, Any]:
         macs = params = 0
-        for _, m, gi, go, positions in self.modules:
+        energy = 0.0
+        for name, m, gi, go, positions in self.modules:
             if isinstance(m, nn.modules.batchnorm._BatchNorm):
                 c = self._scaled(m.num_features, go, kept)
                 params += 2 * c if m.affine else 0
@@ -322,7 +343,12 @@ class _ChannelCost:
                 w = kin * kout
                 macs += positions * w
             params += w + (kout if m.bias is not None else 0)
-        return {"macs": macs, "params": params, "bytes": 4 * params}
+            if self.energy is not None and name in self.shapes:
+                energy += self.energy.layer_energy(self.shapes[name], kin, kout)
+        out: dict[str, Any] = {"macs": macs, "params": params, "bytes": 4 * params}
+        if self.energy is not None:
+            out[ENERGY] = energy
+        return out
 
     def _scaled(self, features: int, group: int | None, kept: dict[int, int]) -> int:
         """Features left of ``features`` fed by ``group`` (a multiple of its channels) when it keeps ``kept``."""
@@ -334,7 +360,7 @@ class _ChannelCost:
                              f"group {group}")
         return per_channel * kept[group]
 
-    def of(self, candidate: Ratios) -> dict[str, int]:
+    def of(self, candidate: Ratios) -> dict[str, Any]:
         from .channel import kept_channels
 
         kept = {g: kept_channels(self.channels[g], ChannelPrune(keep=r), f"group {g}")
@@ -362,3 +388,10 @@ def _output_sizes(model: nn.Module, example: torch.Tensor) -> dict[str, int]:
         for h in hooks:
             h.remove()
     return sizes
+
+
+def _energies(energy: Any, model: nn.Module, example: torch.Tensor, names: Sequence[str], sparse: bool
+              ) -> dict[str, float]:
+    """Energy of each named layer: the energy model's layers at or under the name (a low-rank pair is two)."""
+    layers = energy.model_energy(model, example, sparse=sparse).layers
+    return {n: sum(e.energy_mj for k, e in layers.items() if k == n or k.startswith(n + ".")) for n in names}

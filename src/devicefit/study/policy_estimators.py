@@ -32,17 +32,19 @@ def _policy_space(space: Space, what: str) -> Any:
 
 @dataclass
 class PolicyCost(Estimator):
-    """One cost metric (``macs``, ``params``, ``nonzero_params``, ``bytes``, ``bytes_nonzero``) of the compressed
-    model, for one sample; exact (see :meth:`~devicefit.compression.policy_space.PolicySpace.cost`)."""
+    """One cost metric (``macs``, ``params``, ``nonzero_params``, ``bytes``, ``bytes_nonzero``, ``energy_mj`` with
+    the space's energy model) of the compressed model, for one sample; exact (see
+    :meth:`~devicefit.compression.policy_space.PolicySpace.cost`)."""
 
     metric: str = "macs"
     kind = "policy-cost"
 
     def __post_init__(self) -> None:
-        from ..compression.policy_space import COST_METRICS
+        from ..compression.policy_space import COST_METRICS, ENERGY
 
-        if self.metric not in COST_METRICS:
-            raise InputError(f"policy cost metric must be one of {', '.join(COST_METRICS)}, got {self.metric!r}")
+        if self.metric not in (*COST_METRICS, ENERGY):
+            raise InputError(f"policy cost metric must be one of {', '.join((*COST_METRICS, ENERGY))}, got "
+                             f"{self.metric!r}")
 
     @property
     def name(self) -> str:

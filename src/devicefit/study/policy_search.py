@@ -7,7 +7,8 @@
 
 The space is :class:`~devicefit.compression.policy_space.PolicySpace` (one kept ratio per layer or coupled
 group); the budget is an upper bound on one of its exact cost metrics (MACs, params, bytes, non-zero params or
-bytes), checked for every candidate **before** its accuracy is estimated; the objective is
+bytes, or energy under a fitted :class:`~devicefit.hardware.BilinearEnergyModel` given as ``energy``),
+checked for every candidate **before** its accuracy is estimated; the objective is
 :class:`~devicefit.study.policy_estimators.PolicyAccuracy` (no fine-tuning, BatchNorm re-calibrated, a fixed
 held-out slice of the training images). Every evaluation goes through the store, so an interrupted search
 resumes without evaluating anything twice.
@@ -96,6 +97,7 @@ def search_policy(
     ratios: Sequence[float] | None = None,
     seed: int = 0,
     model_name: str = "",
+    energy: Any = None,
     strategy_options: dict[str, Any] | None = None,
     executor: Executor | None = None,
     data_dir: str | os.PathLike[str] | None = None,
@@ -107,7 +109,7 @@ def search_policy(
 
     if search not in SEARCHES:
         raise InputError(f"policy search must be one of {', '.join(SEARCHES)}, got {search!r}")
-    space = PolicySpace(model, example_input, method, ratios, model_name=model_name)
+    space = PolicySpace(model, example_input, method, ratios, model_name=model_name, energy=energy)
     cost_est = PolicyCost(metric)
     if metric not in space.metrics:
         raise InputError(f"a {method} policy's budget can be one of {', '.join(space.metrics)}, got {metric!r}")
