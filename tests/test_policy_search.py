@@ -71,7 +71,7 @@ def test_strategies_search_the_policy_space_within_the_budget(lenet, data_root: 
     from devicefit.study import search_policy
 
     model, _ = lenet
-    for search in ("evolution", "optuna"):
+    for search in ("evolution", "optuna", "rl"):
         found = search_policy(model, EXAMPLE, method="channel", metric="macs", fraction=0.5, search=search,
                               evaluations=6, store=tmp_path / f"{search}.sqlite", dataset="mnist", images=200,
                               data_dir=data_root, progress=False, seed=1)

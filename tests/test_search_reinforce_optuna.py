@@ -377,3 +377,22 @@ def test_missing_optuna_is_an_input_error_with_the_install_line(monkeypatch: pyt
     monkeypatch.setitem(sys.modules, "optuna", None)  # as if Optuna were not installed
     with pytest.raises(InputError, match=r"pip install 'devicefit\[optuna\]'"):
         OptunaSearch(BitSpace(4))
+
+
+def test_marginal_policy_gradient_matches_finite_differences() -> None:
+    """The bounded agent's log-probability of the observed action and its gradient (arXiv 1806.05134): the mass
+    of a bound when the action is clipped, the density inside."""
+    import math
+
+    from devicefit.strategies.bounded_rl import marginal_log_prob_grad
+
+    for x, mu, sigma in ((-0.7, 0.4, 0.8), (3.9, 2.1, 1.3), (1.2, 1.5, 0.6)):
+        _, g_mu, g_ls = marginal_log_prob_grad(x, mu, sigma, 0.0, 3.0)
+        h = 1e-6
+        num_mu = (marginal_log_prob_grad(x, mu + h, sigma, 0.0, 3.0)[0] -
+                  marginal_log_prob_grad(x, mu - h, sigma, 0.0, 3.0)[0]) / (2 * h)
+        num_ls = (marginal_log_prob_grad(x, mu, sigma * math.exp(h), 0.0, 3.0)[0] -
+                  marginal_log_prob_grad(x, mu, sigma * math.exp(-h), 0.0, 3.0)[0]) / (2 * h)
+        assert g_mu == pytest.approx(num_mu, rel=1e-5) and g_ls == pytest.approx(num_ls, rel=1e-5)
+    below = math.exp(marginal_log_prob_grad(-1.0, 0.5, 1.0, 0.0, 3.0)[0])
+    assert below == pytest.approx(0.5 * math.erfc(0.5 / math.sqrt(2)))  # P(x <= 0) for N(0.5, 1)

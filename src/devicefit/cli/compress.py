@@ -109,9 +109,9 @@ def compress_command(
                                            "this many mJ on --device, by its energy model (ECC's bilinear form "
                                            "fitted on the HW-NAS-Bench energy table)."),
     device: str = typer.Option(None, "--device", help="Device of --target-energy-mj: eyeriss, edgegpu or fpga."),
-    search: Literal["greedy", "random", "evolution", "reinforce", "optuna"] = typer.Option(
-        "greedy", "--search", help="Policy search: greedy (AIMET-style sensitivity + one threshold), or a "
-        "search strategy on the per-layer policy space."),
+    search: Literal["greedy", "rl", "random", "evolution", "reinforce", "optuna"] = typer.Option(
+        "greedy", "--search", help="Policy search: greedy (AIMET-style sensitivity + one threshold), rl (AMC / "
+        "ShrinkML's bounded-action agent), or a search strategy on the per-layer policy space."),
     evaluations: int = typer.Option(100, "--evaluations", min=1, help="Accuracy estimates of a strategy search "
                                     "(greedy: one per layer and ratio)."),
     store: Path = typer.Option(None, "--store", help="Results store of the policy search (SQLite); a rerun "

@@ -4,6 +4,8 @@
 - ``evolution``: aging evolution, with zero-cost warm-up and move (:mod:`.evolution`);
 - ``reinforce``: REINFORCE over per-decision categoricals, with zero-cost warm-up and move (:mod:`.reinforce`);
 - ``brp``: BRP-NAS, a binary-relation GCN accuracy predictor with iterative data selection (:mod:`.brp`);
+- ``rl``: a policy-gradient agent with bounded continuous actions per decision and the marginal policy gradient
+  (AMC / ShrinkML's per-layer ratio search, :mod:`.bounded_rl`);
 - ``optuna``: any Optuna sampler (TPE, NSGA-II, random) on an in-memory Optuna study (:mod:`.optuna_sampler`).
 
     strategy = make_strategy("evolution", space, seed=0, move=True)
@@ -15,6 +17,7 @@ from typing import Any
 
 from ..errors import InputError
 from .base import Scorer, Strategy, Trial
+from .bounded_rl import BoundedPolicyGradient
 from .brp import BRPSearch
 from .evolution import AgingEvolution
 from .optuna_sampler import OptunaSearch
@@ -22,7 +25,8 @@ from .random_search import RandomSearch
 from .reinforce import ReinforceSearch
 
 STRATEGIES: dict[str, type[Strategy]] = {"random": RandomSearch, "evolution": AgingEvolution,
-                                         "reinforce": ReinforceSearch, "brp": BRPSearch, "optuna": OptunaSearch}
+                                         "reinforce": ReinforceSearch, "brp": BRPSearch, "optuna": OptunaSearch,
+                                         "rl": BoundedPolicyGradient}
 
 
 def make_strategy(name: str, space: Any, seed: int = 0, **options: Any) -> Strategy:
@@ -37,5 +41,5 @@ def make_strategy(name: str, space: Any, seed: int = 0, **options: Any) -> Strat
     return strategy
 
 
-__all__ = ["STRATEGIES", "AgingEvolution", "BRPSearch", "OptunaSearch", "RandomSearch",
+__all__ = ["STRATEGIES", "AgingEvolution", "BRPSearch", "BoundedPolicyGradient", "OptunaSearch", "RandomSearch",
            "ReinforceSearch", "Scorer", "Strategy", "Trial", "make_strategy"]

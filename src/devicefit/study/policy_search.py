@@ -20,6 +20,7 @@ Searches:
   threshold ``t`` every decision takes its smallest ratio whose accuracy alone is at least ``t``; the cost of
   that policy falls as ``t`` falls, and the answer is the policy of the highest threshold within the budget.
   Its evaluations: the uncompressed model, one per decision and ratio below 1, and the answer (distinct ones).
+- ``rl``: the bounded-action policy-gradient agent of AMC / ShrinkML (:mod:`devicefit.strategies.bounded_rl`);
 - ``random``, ``evolution``, ``reinforce``, ``optuna`` (TPE by default): the search strategies of
   :mod:`devicefit.strategies` on the policy space, in a :class:`~devicefit.study.Study` with the budget as its
   constraint, for ``evaluations`` accuracy estimates.
@@ -45,7 +46,7 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
-SEARCHES = ("greedy", "random", "evolution", "reinforce", "optuna")
+SEARCHES = ("greedy", "rl", "random", "evolution", "reinforce", "optuna")
 
 
 @dataclass
