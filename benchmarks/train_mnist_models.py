@@ -3,7 +3,7 @@
 Each model is trained from a fixed seed on MNIST ``train8k`` (the first 8,000 images of the official MNIST
 *test* set, the only MNIST in the data directory) with the toolkit's one training loop
 (:func:`devicefit.compression.train_mnist_model`: SGD momentum 0.9, weight decay 5e-4, cosine to zero; settings in
-``devicefit.models.zoo.MNIST_TRAINING``) and tested on ``test2k`` (the last 2,000, never trained on). Weights
+``devicefit.compression.train.MNIST_TRAINING``) and tested on ``test2k`` (the last 2,000, never trained on). Weights
 are written as state dicts to ``--out`` (default ``benchmarks/results/.models/``, git-ignored); a model whose
 file exists is loaded, not retrained (delete the file to retrain). Wall time is that of the training.
 
@@ -27,8 +27,8 @@ def main() -> None:
     import torch
 
     from devicefit.compression import train_mnist_model
+    from devicefit.compression.train import MNIST_TRAINING
     from devicefit.models import evaluate_accuracy, mnist_split
-    from devicefit.models.zoo import MNIST_TRAINING
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", type=Path, default=RESULTS_DIR / ".models", help="folder for the weights")

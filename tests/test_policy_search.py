@@ -128,3 +128,48 @@ def test_cli_energy_target_on_a_device(lenet, data_root: Path, tmp_path: Path) -
                                    "--target-energy-mj", "0.03", "--store", str(tmp_path / "e.sqlite"), "--out",
                                    str(tmp_path / "out"), "--data-dir", str(data_root)])
     assert res.exit_code == 2 and "go together" in res.output
+
+
+def test_iterative_rounds_reach_what_one_shot_cannot_and_resume(lenet, data_root: Path, tmp_path: Path) -> None:
+    """Low rank of LeNet-5 to 10x fewer parameters: one shot cannot (every layer at the smallest rank fraction
+    still keeps 20 %); two rounds of search + fine-tuning, the second on the factorised model, can."""
+    from devicefit.compression import FinetuneConfig, compressed_cost
+    from devicefit.models import evaluate_accuracy, load_images
+    from devicefit.study import search_policy
+    from devicefit.study.policy_search import iterative_compress
+
+    model, _ = lenet
+    with pytest.raises(InputError, match="impossible budget"):
+        search_policy(model, EXAMPLE, method="lowrank", metric="params", fraction=0.1, store=tmp_path / "o.sqlite",
+                      dataset="mnist", data_dir=data_root)
+    kwargs = {"rounds": 2, "fraction": 0.1, "method": "lowrank", "metric": "params", "store": tmp_path / "i.sqlite",
+              "dataset": "mnist", "images": 200, "checkpoint_dir": tmp_path / "rounds", "data_dir": data_root,
+              "recovery": FinetuneConfig(epochs=0.25, lr=0.02, augment=False, distill=True), "progress": False}
+    result = iterative_compress(model, EXAMPLE, **kwargs)
+    start = compressed_cost(model, EXAMPLE)["params"]
+    assert [r["round"] for r in result.rounds] == [1, 2]
+    assert result.rounds[0]["cost"]["params"] <= start * 0.1 ** 0.5 and result.rounds[1]["cost"]["params"] <= 0.1 * start
+    assert compressed_cost(result.model, EXAMPLE)["params"] == result.rounds[1]["cost"]["params"]
+    accuracy = evaluate_accuracy(result.model, load_images("mnist", "test2k", data_root))
+    assert accuracy > 60.0  # chance is 10 %; a quarter epoch per round recovers most of it
+    n = _evaluations(tmp_path / "i.sqlite")
+    again = iterative_compress(model, EXAMPLE, **kwargs)  # both rounds read back from the checkpoints
+    assert _evaluations(tmp_path / "i.sqlite") == n and again.rounds == result.rounds
+    assert evaluate_accuracy(again.model, load_images("mnist", "test2k", data_root)) == accuracy
+
+
+def test_cli_iterative_compression_is_reported_against_the_original(lenet, data_root: Path, tmp_path: Path) -> None:
+    _, weights = lenet
+    out = tmp_path / "it"
+    res = CliRunner().invoke(app, ["compress", "lenet5", "--weights", str(weights), "--method", "lowrank",
+                                   "--target-params", "0.1", "--iterative", "2", "--finetune-epochs", "0.25",
+                                   "--distill", "--store", str(tmp_path / "s.sqlite"), "--search-images", "200",
+                                   "--eval-limit", "300", "--out", str(out), "--data-dir", str(data_root), "--json"])
+    assert res.exit_code == 0, res.output
+    report = json.loads(res.output)
+    o, c = report["cost"]["original"], report["cost"]["compressed"]
+    assert o["params"] == 431_080 and c["params"] <= 0.1 * o["params"]  # against the real original
+    assert [r["round"] for r in report["search"]["rounds"]] == [1, 2]
+    assert report["accuracy"]["original"] > report["accuracy"]["compressed"] > 50.0
+    assert (out / "rounds" / "round2.pt").exists() and "iterative (2 rounds of greedy)" in Path(
+        report["files"]["report"]).read_text()

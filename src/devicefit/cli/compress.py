@@ -48,18 +48,10 @@ def _searched_policy(net, dataset, shape, method, ratio, targets, device, search
         raise InputError("--ratio is a uniform setting; a target searches per-layer settings: give one of them")
     if store is None:
         raise InputError("a searched policy needs --store FILE: its evaluations are kept there, and a rerun resumes")
-    from ..models import get_model, load_weights, model_spec
     from ..study import search_policy
 
     metric, value = next(iter(targets.items()))
-    if isinstance(net, str):
-        spec = model_spec(net)
-        dataset, shape, name = spec.dataset, spec.input_shape, net
-        module = get_model(net, pretrained=weights is None, data_dir=data_dir)
-        if weights is not None:
-            load_weights(module, weights)
-    else:
-        module, name = net, type(net).__name__
+    module, name, dataset, shape = _module(net, dataset, shape, weights, data_dir)
     if metric == "bytes" and method == "unstructured":
         metric = "bytes_nonzero"
     limit, fraction = (None, value) if metric in ("macs", "params") else (
@@ -114,6 +106,9 @@ def compress_command(
         "ShrinkML's bounded-action agent), or a search strategy on the per-layer policy space."),
     evaluations: int = typer.Option(100, "--evaluations", min=1, help="Accuracy estimates of a strategy search "
                                     "(greedy: one per layer and ratio)."),
+    iterative: int = typer.Option(None, "--iterative", min=1, help="Rounds of search, compress and recovery "
+                                  "training (--finetune-epochs each), each to a tighter target (arXiv 2008.02897); "
+                                  "with --target-macs or --target-params."),
     store: Path = typer.Option(None, "--store", help="Results store of the policy search (SQLite); a rerun "
                                "resumes it."),
     images: int = typer.Option(1000, "--search-images", min=1, help="Held-out training images each policy is "
@@ -124,9 +119,14 @@ def compress_command(
     """Compress a trained model (a uniform ratio, or per-layer settings searched to a target), recover it, and
     measure what it gained."""
     from ..compression import compress
-    from ..report import compress_report
 
     net, dataset, shape = _model(model, weights, data)
+    if iterative is not None:
+        report = _iterative(net, dataset, shape, method, ratio, target_macs, target_params, iterative, search,
+                            evaluations, store, images, seed, weights, finetune_epochs, distill, lr, out, eval_limit,
+                            data_dir, not as_json)
+        _finish(report, out, as_json)
+        return
     policy, found = _searched_policy(net, dataset, shape, method, ratio,
                                      {"macs": target_macs, "params": target_params, "bytes": target_size_kb,
                                       "energy_mj": target_energy_mj}, device,
@@ -136,12 +136,67 @@ def compress_command(
                       out=out, weights=weights if isinstance(net, str) else None, dataset=dataset,
                       input_shape=shape, eval_limit=eval_limit, seed=seed, data_dir=data_dir, progress=not as_json,
                       policy=policy, search=found, round_to=round_to)
+    _finish(report, out, as_json)
+
+
+def _finish(report, out, as_json):  # type: ignore[no-untyped-def]
+    """Write the Markdown/HTML report beside the outputs and print the summary (or its JSON)."""
+    from ..report import compress_report
+
     paths = compress_report(report, out)
     report.files.update(report=str(paths.markdown), html=str(paths.html))
     if as_json:
         print_json(report.to_dict())
     else:
         print(report.to_markdown())
+
+
+def _iterative(net, dataset, shape, method, ratio, target_macs, target_params, rounds, search,  # type: ignore[no-untyped-def]
+               evaluations, store, images, seed, weights, finetune_epochs, distill, lr, out, eval_limit, data_dir,
+               progress):
+    """Rounds of search, compression and recovery to the target, then the usual measurement against the original."""
+    import torch
+
+    from ..compression import FinetuneConfig, Policy, compress
+    from ..errors import InputError
+    from ..study.policy_search import iterative_compress
+
+    targets = {k: v for k, v in (("macs", target_macs), ("params", target_params)) if v is not None}
+    if len(targets) != 1 or ratio is not None:
+        raise InputError("--iterative needs exactly one of --target-macs and --target-params (and no --ratio)")
+    if store is None:
+        raise InputError("--iterative needs --store FILE: the searches are kept there, and a rerun resumes")
+    module, _, dataset, shape = _module(net, dataset, shape, weights, data_dir)
+    metric, fraction = next(iter(targets.items()))
+    recovery = None if not finetune_epochs else FinetuneConfig(epochs=finetune_epochs, lr=lr, seed=seed,
+                                                               augment=dataset == "cifar10", distill=distill)
+    result = iterative_compress(module, torch.zeros(1, *shape), rounds=rounds, fraction=fraction, method=method,
+                                metric=metric, search=search, evaluations=evaluations, store=store, dataset=dataset,
+                                images=images, recovery=recovery, checkpoint_dir=out / "rounds", seed=seed,
+                                data_dir=data_dir, progress=progress)
+    searched = [r["search"] for r in result.rounds if r["search"]]
+    last = result.rounds[-1]
+    summary = {"search": f"iterative ({rounds} rounds of {search})", "method": method, "metric": metric,
+               "limit": last["limit"], "original_cost": searched[0]["original_cost"] if searched else {},
+               "cost": last["cost"], "accuracy": searched[-1]["accuracy"] if searched else None,
+               "evaluations": sum(r["evaluations"] for r in searched), "rounds": result.rounds}
+    return compress(result.model, method=method, policy=Policy(), dataset=dataset, input_shape=shape, out=out,
+                    eval_limit=eval_limit, seed=seed, data_dir=data_dir, progress=progress, search=summary,
+                    baseline=module)
+
+
+def _module(net, dataset, shape, weights, data_dir):  # type: ignore[no-untyped-def]
+    """The nn.Module of a built-in name (its pretrained or given weights) or of a factory, its name, data set and
+    input shape."""
+    from ..models import get_model, load_weights, model_spec
+
+    if not isinstance(net, str):
+        return net, type(net).__name__, dataset, shape
+    spec = model_spec(net)
+    module = get_model(net, pretrained=weights is None, data_dir=data_dir)
+    if weights is not None:
+        load_weights(module, weights)
+    return module, net, spec.dataset, spec.input_shape
 
 
 @app.command("evaluate")

@@ -168,12 +168,15 @@ def compress(
     policy: Policy | None = None,
     search: dict[str, Any] | None = None,
     round_to: int = 1,
+    baseline: nn.Module | None = None,
 ) -> CompressReport:
     """Compress ``model``; see the module docstring. A built-in ``model`` name brings its data set and input
     shape; an ``nn.Module`` needs ``dataset`` (cifar10 or mnist) and ``input_shape``.
 
     ``policy``: per-layer settings (e.g. :func:`devicefit.study.search_policy`'s answer, whose summary goes in
-    ``search``) instead of the method's uniform ``ratio``; its actions must be the method's."""
+    ``search``) instead of the method's uniform ``ratio``; its actions must be the method's. ``baseline``: the
+    model the report compares with and distils from (default: ``model`` itself; iterative compression passes the
+    uncompressed original while ``model`` is the last round's)."""
     from ..models import (
         calibration_batch,
         evaluate_accuracy,
@@ -215,6 +218,7 @@ def compress(
         raise InputError("int8 here is post-training quantization (ONNX Runtime, calibrated); recovery training "
                          "is for the other methods: leave finetune_epochs at 0")
     original.eval()
+    reference = original if baseline is None else baseline.eval()
     example = torch.zeros(1, *input_shape)
     out_dir = None if out is None else Path(out)
     if out_dir is not None:
@@ -234,29 +238,31 @@ def compress(
     compressed = result.model
     if method != "int8":  # new layers see new activations: re-estimate BN statistics (int8 changes no layer)
         recalibrate_batchnorm(compressed, calibration)
-    accuracy: dict[str, float | None] = {"original": evaluate_accuracy(original, test, limit=eval_limit),
+    accuracy: dict[str, float | None] = {"original": evaluate_accuracy(reference, test, limit=eval_limit),
                                          "compressed": evaluate_accuracy(compressed, test, limit=eval_limit),
                                          "recovered": None, "deployed": None}
     if finetune_epochs:
         config = FinetuneConfig(epochs=finetune_epochs, lr=lr, seed=seed, augment=dataset == "cifar10",
                                 distill=distill, noise_std=noise)
-        finetune(compressed, train, config, teacher=original if distill else None, progress=progress,
+        finetune(compressed, train, config, teacher=reference if distill else None, progress=progress,
                  checkpoint=None if out_dir is None else out_dir / "finetune.ckpt")
         accuracy["recovered"] = evaluate_accuracy(compressed, test, limit=eval_limit)
     finalize(compressed)
     int8 = Int8Config(torch.cat(calibration)) if method == "int8" else None
-    comparison = compare_models(original, compressed, example, runtimes=("onnxruntime",), int8=int8,
+    comparison = compare_models(reference, compressed, example, runtimes=("onnxruntime",), int8=int8,
                                 protocol=TimingProtocol(threads=1))
     timed = comparison.runtimes[0]
     onnx = compressed_onnx(compressed, example, int8=int8)
     if int8 is not None:  # the fake-quant estimate is not what a device runs: measure the int8 file itself
         accuracy["deployed"] = evaluate_onnx_accuracy(onnx, test, limit=eval_limit)
-    names = list(policy)
-    before, after = layer_costs(original, example, names), layer_costs(compressed, example, names)
+    from .analysis import compressible_layers
+
+    names = list(policy) if baseline is None else list(compressible_layers(reference))
+    before, after = layer_costs(reference, example, names), layer_costs(compressed, example, names)
     skipped = {s["module"] for s in result.skipped}
-    per_layer = [{"layer": n, "action": policy[n].to_dict(), "original": before[n], "compressed": after.get(n)}
-                 for n in names if n not in skipped and n in before]
-    cost = {"original": compressed_cost(original, example), "compressed": result.cost}
+    per_layer = [{"layer": n, "action": policy[n].to_dict() if n in policy else None, "original": before[n],
+                  "compressed": after.get(n)} for n in names if n not in skipped and n in before]
+    cost = {"original": compressed_cost(reference, example), "compressed": result.cost}
     report = CompressReport(name, method, None if ratio is None else float(ratio), len(result.history),
                             result.skipped, accuracy, cost,
                             {"original": timed.original.median_ms, "compressed": timed.compressed.median_ms},

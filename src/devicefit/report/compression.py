@@ -114,7 +114,9 @@ def _search(doc: Document, report: Any) -> None:
                    "Best accuracy estimate within the budget after each evaluation")
 
 
-def _action(a: dict[str, Any]) -> str:
+def _action(a: dict[str, Any] | None) -> str:
+    if a is None:
+        return "(earlier rounds)"
     return a["action"] + "".join(f" {k}={v}" for k, v in a.items() if k != "action")
 
 

@@ -13,6 +13,10 @@ checked for every candidate **before** its accuracy is estimated; the objective 
 held-out slice of the training images). Every evaluation goes through the store, so an interrupted search
 resumes without evaluating anything twice.
 
+``iterative_compress`` runs rounds of search, compress and fine-tune, each to a tighter budget (the
+geometric schedule ``original * fraction ** (k / rounds)``), as the iterative AutoML low-rank compression of
+arXiv 2008.02897 does to reach high compression; ``rounds=1`` is the one-shot search it is compared with.
+
 Searches:
 
 - ``greedy``: AIMET's greedy compression-ratio selection (per-layer sensitivity, then one accuracy threshold
@@ -99,6 +103,7 @@ def search_policy(
     seed: int = 0,
     model_name: str = "",
     energy: Any = None,
+    name: str | None = None,
     strategy_options: dict[str, Any] | None = None,
     executor: Executor | None = None,
     data_dir: str | os.PathLike[str] | None = None,
@@ -127,7 +132,7 @@ def search_policy(
         result = _greedy(space, accuracy, metric, limit, store, executor, progress)
     else:
         result = _study(space, accuracy, cost_est, limit, search, evaluations, store, seed, strategy_options or {},
-                        executor, progress)
+                        executor, progress, name or f"policy-{search}-{seed}")
     result.uniform = _best_uniform(space, metric, limit)
     return result
 
@@ -192,12 +197,13 @@ def _greedy(space: Any, accuracy: PolicyAccuracy, metric: str, limit: float, sto
 
 
 def _study(space: Any, accuracy: PolicyAccuracy, cost: PolicyCost, limit: float, search: str, evaluations: int,
-           store: Any, seed: int, options: dict[str, Any], executor: Any, progress: bool) -> PolicySearchResult:
+           store: Any, seed: int, options: dict[str, Any], executor: Any, progress: bool, name: str
+           ) -> PolicySearchResult:
     from ..strategies import make_strategy
 
     strategy = make_strategy(search, space, seed, **options)
     study = Study(space, Objective(accuracy), strategy, evaluations, store, constraints=[Constraint(cost, upper=limit)],
-                  executor=executor, seed=seed, name=f"policy-{search}-{seed}", progress=progress,
+                  executor=executor, seed=seed, name=name, progress=progress,
                   input_shape=tuple(space.example_input.shape[1:]))
     result = study.run()
     if result.best is None:
@@ -205,3 +211,89 @@ def _study(space: Any, accuracy: PolicyAccuracy, cost: PolicyCost, limit: float,
     best = space.from_identity(result.best.candidate)
     return PolicySearchResult(space, search, cost.metric, limit, best, float(result.best.objective),
                               space.cost(best), result.evaluations, list(result.best_so_far))
+
+
+@dataclass
+class IterativeResult:
+    """The model after the last round (compressed, fine-tuned) and what each round searched and reached."""
+
+    model: Any
+    rounds: list[dict[str, Any]]
+
+
+def iterative_compress(
+    model: nn.Module,
+    example_input: torch.Tensor,
+    *,
+    rounds: int,
+    fraction: float,
+    method: str = "lowrank",
+    metric: str = "params",
+    search: str = "greedy",
+    evaluations: int = 100,
+    store: str | os.PathLike[str],
+    dataset: str = "cifar10",
+    images: int = 1000,
+    recovery: Any = None,
+    checkpoint_dir: str | os.PathLike[str] | None = None,
+    seed: int = 0,
+    data_dir: str | os.PathLike[str] | None = None,
+    progress: bool = True,
+) -> IterativeResult:
+    """``rounds`` rounds of :func:`search_policy` to ``original * fraction ** (k / rounds)``, each followed by
+    BatchNorm re-calibration and recovery training (``recovery``: a :class:`~devicefit.compression.FinetuneConfig`,
+    distilling from the original when it says so) of the compressed model, which the next round searches. With
+    ``checkpoint_dir`` each finished round is saved (history and weights) and a rerun continues after it."""
+    import json
+    from pathlib import Path
+
+    import torch
+
+    from .._files import torch_save_atomic, write_atomic
+    from ..compression import apply_policy, compressed_cost, finetune, recalibrate_batchnorm, replay_history
+    from ..models import load_images
+
+    if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
+        raise InputError(f"rounds must be a positive integer, got {rounds!r}")
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction < 1:
+        raise InputError(f"fraction (of the original {metric} kept at the end) must be in (0, 1), got {fraction!r}")
+    original = model.eval()
+    start = compressed_cost(original, example_input)[metric]
+    train = load_images(dataset, "train" if dataset == "cifar10" else "train8k", data_dir)
+    calibration = list(train.subset(640).batches(64))
+    folder = None if checkpoint_dir is None else Path(checkpoint_dir)
+    if folder is not None:
+        folder.mkdir(parents=True, exist_ok=True)
+    current, done = original, []
+    for k in range(1, rounds + 1):
+        limit = start * fraction ** (k / rounds)
+        saved = None if folder is None else folder / f"round{k}.json"
+        if saved is not None and saved.exists():
+            record = json.loads(saved.read_text())
+            current = replay_history(current, record["history"], example_input)
+            current.load_state_dict(torch.load(folder / f"round{k}.pt", weights_only=True))  # type: ignore[operator]
+            done.append(record["round"])
+            continue
+        if compressed_cost(current, example_input)[metric] <= limit:
+            history: list[dict[str, Any]] = []
+            round_info = {"round": k, "limit": limit, "search": None}
+        else:
+            found = search_policy(current, example_input, method=method, metric=metric, limit=limit, search=search,
+                                  evaluations=evaluations, store=store, dataset=dataset, images=images, seed=seed,
+                                  name=f"iterative-{search}-{seed}-round{k}-of-{rounds}", data_dir=data_dir,
+                                  progress=progress)
+            result = apply_policy(current, found.policy, example_input)
+            current, history = result.model, result.history
+            recalibrate_batchnorm(current, calibration)
+            if recovery is not None:
+                finetune(current, train, recovery, teacher=original if recovery.distill else None,
+                             progress=progress, checkpoint=None if folder is None else folder / f"round{k}.ckpt")
+            round_info = {"round": k, "limit": limit, "search": found.to_dict()}
+        current.eval()
+        round_info["cost"] = {key: int(v) for key, v in compressed_cost(current, example_input).items()
+                              if key in ("macs", "params", "nonzero_params", "bytes")}
+        done.append(round_info)
+        if folder is not None:
+            torch_save_atomic(current.state_dict(), folder / f"round{k}.pt")
+            write_atomic(folder / f"round{k}.json", json.dumps({"round": round_info, "history": history}).encode())
+    return IterativeResult(current, done)
