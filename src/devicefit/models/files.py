@@ -249,6 +249,13 @@ def _build_architecture(architecture: str | nn.Module | None, path: Path, n_tens
         )
     if isinstance(architecture, nn.Module):
         return architecture
+    return build_from_factory(architecture)
+
+
+def build_from_factory(architecture: str) -> nn.Module:
+    """The model that ``package.module:factory`` builds, the factory called with no arguments; every way it can
+    fail (a malformed spec, an import error, a missing attribute, a failing factory, no ``nn.Module``) is an
+    :class:`InputError` naming the spec."""
     if not isinstance(architecture, str) or architecture.count(":") != 1:
         raise InputError(f"architecture must be an nn.Module or a 'package.module:factory' string, got "
                          f"{architecture!r}")

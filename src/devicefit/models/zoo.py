@@ -132,9 +132,9 @@ def load_factory(spec: str) -> nn.Module:
     """The model that ``package.module:factory`` builds, the factory called with no arguments (the CLI's MODEL
     argument). A malformed spec, a module that does not import, a missing attribute, a factory that fails or
     does not return an ``nn.Module`` raise :class:`InputError`."""
-    from .files import _build_architecture
+    from .files import build_from_factory
 
     if not isinstance(spec, str) or spec.count(":") != 1:
         raise InputError(f"model must be a built-in name ({', '.join(MODEL_NAMES)}) or 'package.module:factory', "
                          f"got {spec!r}")
-    return _build_architecture(spec, Path(spec), 0)
+    return build_from_factory(spec)
