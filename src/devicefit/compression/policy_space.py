@@ -300,7 +300,9 @@ class _ChannelCost:
             for n in g.touched:
                 if isinstance(work.get_submodule(n), nn.modules.batchnorm._BatchNorm):
                     out_group[n] = g.id
-        hw = _output_sizes(work, example)
+        from ..hardware.energy import layer_shapes
+
+        hw = {n: shape.out_positions for n, shape in layer_shapes(work, example).items()}
         self.modules: list[tuple[str, nn.Module, int | None, int | None, int]] = []
         original = compressed_cost(space.model, example)
         self.original = {k: int(v) for k, v in original.items() if k in COST_METRICS}
@@ -367,27 +369,6 @@ class _ChannelCost:
                 for g, r in zip(self.decision_group, candidate) if r < 1.0}
         cost = self._modules_cost(kept)
         return {k: self.constant[k] + cost[k] for k in cost}
-
-
-def _output_sizes(model: nn.Module, example: torch.Tensor) -> dict[str, int]:
-    """Output positions per sample of every Conv2d (H_out x W_out) and Linear (rows per sample)."""
-    sizes: dict[str, int] = {}
-    hooks = []
-    for name, m in model.named_modules():
-        if isinstance(m, (nn.Conv2d, nn.Linear)):
-            def record(mod: nn.Module, _i: Any, out: torch.Tensor, name: str = name) -> None:
-                if isinstance(mod, nn.Conv2d):
-                    sizes[name] = int(out.shape[-1] * out.shape[-2])
-                else:
-                    sizes[name] = int(out.numel() // out.shape[-1] // max(1, example.shape[0]))
-            hooks.append(m.register_forward_hook(record))
-    try:
-        with torch.no_grad():
-            model(example)
-    finally:
-        for h in hooks:
-            h.remove()
-    return sizes
 
 
 def _energies(energy: Any, model: nn.Module, example: torch.Tensor, names: Sequence[str], sparse: bool
