@@ -69,7 +69,8 @@ def one(model: str, label: str, method: str, ratio: float | None, epochs: float)
         return json.loads(report_file.read_text())
     start = time.perf_counter()
     round_to = 8 if method == "channel8" else 1
-    report = devicefit.compress(model, method=method.removesuffix("8"), ratio=ratio, round_to=round_to,
+    report = devicefit.compress(model, method="channel" if method == "channel8" else method, ratio=ratio,
+                                round_to=round_to,
                                 finetune_epochs=0 if method == "int8" else epochs, distill=method != "int8",
                                 out=folder)
     wall = time.perf_counter() - start
