@@ -173,3 +173,20 @@ def test_cli_iterative_compression_is_reported_against_the_original(lenet, data_
     assert report["accuracy"]["original"] > report["accuracy"]["compressed"] > 50.0
     assert (out / "rounds" / "round2.pt").exists() and "iterative (2 rounds of greedy)" in Path(
         report["files"]["report"]).read_text()
+
+
+def test_a_measured_latency_budget(lenet, data_root: Path, tmp_path: Path) -> None:
+    """Latency measured here (ONNX Runtime), each policy once, cached: the answer's stored latency meets the
+    budget and a rerun measures nothing again."""
+    from devicefit.study import search_policy
+
+    model, _ = lenet
+    store = tmp_path / "lat.sqlite"
+    kwargs = {"method": "channel", "metric": "latency_ms", "fraction": 0.7, "store": store, "dataset": "mnist",
+              "images": 200, "data_dir": data_root, "progress": False}
+    found = search_policy(model, EXAMPLE, **kwargs)
+    assert found.cost["latency_ms"] <= found.limit and found.metric == "latency_ms"
+    assert found.cost["macs"] < found.space.original_cost["macs"]
+    n = _evaluations(store)
+    again = search_policy(model, EXAMPLE, **kwargs)
+    assert _evaluations(store) == n and again.candidate == found.candidate

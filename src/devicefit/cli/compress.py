@@ -101,6 +101,9 @@ def compress_command(
                                            "this many mJ on --device, by its energy model (ECC's bilinear form "
                                            "fitted on the HW-NAS-Bench energy table)."),
     device: str = typer.Option(None, "--device", help="Device of --target-energy-mj: eyeriss, edgegpu or fpga."),
+    target_latency_ms: float = typer.Option(None, "--target-latency-ms", help="... ONNX Runtime latency here "
+                                            "(batch 1, 1 thread) of at most this many ms, each policy measured once "
+                                            "and cached in --store."),
     search: Literal["greedy", "rl", "random", "evolution", "reinforce", "optuna"] = typer.Option(
         "greedy", "--search", help="Policy search: greedy (AIMET-style sensitivity + one threshold), rl (AMC / "
         "ShrinkML's bounded-action agent), or a search strategy on the per-layer policy space."),
@@ -129,7 +132,7 @@ def compress_command(
         return
     policy, found = _searched_policy(net, dataset, shape, method, ratio,
                                      {"macs": target_macs, "params": target_params, "bytes": target_size_kb,
-                                      "energy_mj": target_energy_mj}, device,
+                                      "energy_mj": target_energy_mj, "latency_ms": target_latency_ms}, device,
                                      search, evaluations, store, images, seed, weights, data_dir, not as_json)
     report = compress(net, method=method, ratio=ratio, finetune_epochs=finetune_epochs, distill=distill,
                       noise=noise, lr=lr,

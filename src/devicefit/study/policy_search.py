@@ -7,8 +7,10 @@
 
 The space is :class:`~devicefit.compression.policy_space.PolicySpace` (one kept ratio per layer or coupled
 group); the budget is an upper bound on one of its exact cost metrics (MACs, params, bytes, non-zero params or
-bytes, or energy under a fitted :class:`~devicefit.hardware.BilinearEnergyModel` given as ``energy``),
-checked for every candidate **before** its accuracy is estimated; the objective is
+bytes, or energy under a fitted :class:`~devicefit.hardware.BilinearEnergyModel` given as ``energy``) or the
+ONNX Runtime latency of the compressed model measured here (``latency_ms``: batch 1, 1 thread, the median of 50
+runs, each candidate measured once and cached in the store; a measured budget holds up to the measurement's
+noise), checked for every candidate **before** its accuracy is estimated; the objective is
 :class:`~devicefit.study.policy_estimators.PolicyAccuracy` (no fine-tuning, BatchNorm re-calibrated, a fixed
 held-out slice of the training images). Every evaluation goes through the store, so an interrupted search
 resumes without evaluating anything twice.
@@ -41,6 +43,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..errors import InputError
+from .estimators import MeasuredLatency
 from .executors import Executor
 from .loop import evaluate_all
 from .policy_estimators import PolicyAccuracy, PolicyCost
@@ -50,6 +53,8 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
+#: The measured budget: ONNX Runtime latency of the compressed model on this machine (batch 1, 1 thread, ms).
+LATENCY = "latency_ms"
 SEARCHES = ("greedy", "rl", "random", "evolution", "reinforce", "optuna")
 
 
@@ -116,28 +121,53 @@ def search_policy(
     if search not in SEARCHES:
         raise InputError(f"policy search must be one of {', '.join(SEARCHES)}, got {search!r}")
     space = PolicySpace(model, example_input, method, ratios, model_name=model_name, energy=energy)
-    cost_est = PolicyCost(metric)
-    if metric not in space.metrics:
-        raise InputError(f"a {method} policy's budget can be one of {', '.join(space.metrics)}, got {metric!r}")
-    limit = _limit(space, metric, limit, fraction)
+    if metric == LATENCY:
+        cost_est: Any = MeasuredLatency(input_shape=tuple(int(d) for d in example_input.shape[1:]))
+    else:
+        cost_est = PolicyCost(metric)
+        if metric not in space.metrics:
+            raise InputError(f"a {method} policy's budget can be one of {', '.join(space.metrics)} or {LATENCY}, "
+                             f"got {metric!r}")
+    costs = _Costs(space, metric, cost_est, store, executor)
+    limit = _limit(costs, metric, limit, fraction)
     smallest = space.uniform(min(space.ratios))
-    if space.cost(smallest)[metric] > limit:
-        raise InputError(f"impossible budget: {metric} <= {limit:,.0f}, but the smallest {method} policy (every "
-                         f"layer at ratio {min(space.ratios)}) has {space.cost(smallest)[metric]:,}")
-    if space.original_cost[metric] <= limit:
-        raise InputError(f"the uncompressed model already meets {metric} <= {limit:,.0f} "
-                         f"({space.original_cost[metric]:,}): nothing to search")
+    if costs.of(smallest) > limit:
+        raise InputError(f"impossible budget: {metric} <= {limit:,.6g}, but the smallest {method} policy (every "
+                         f"layer at ratio {min(space.ratios)}) has {costs.of(smallest):,.6g}")
+    if costs.original <= limit:
+        raise InputError(f"the uncompressed model already meets {metric} <= {limit:,.6g} "
+                         f"({costs.original:,.6g}): nothing to search")
     accuracy = PolicyAccuracy(dataset, images, data_dir=None if data_dir is None else os.fspath(data_dir))
     if search == "greedy":
-        result = _greedy(space, accuracy, metric, limit, store, executor, progress)
+        result = _greedy(space, accuracy, costs, limit, store, executor, progress)
     else:
         result = _study(space, accuracy, cost_est, limit, search, evaluations, store, seed, strategy_options or {},
                         executor, progress, name or f"policy-{search}-{seed}")
-    result.uniform = _best_uniform(space, metric, limit)
+    if metric == LATENCY:
+        result.cost = {**result.cost, LATENCY: costs.of(result.candidate)}
+    result.uniform = _best_uniform(space, costs, limit)
     return result
 
 
-def _limit(space: Any, metric: str, limit: float | None, fraction: float | None) -> float:
+class _Costs:
+    """The budget's metric of candidates: exact from the space, or measured here (cached in the store)."""
+
+    def __init__(self, space: Any, metric: str, estimator: Any, store: Any, executor: Any) -> None:
+        self.space, self.metric, self.estimator, self.store, self.executor = space, metric, estimator, store, executor
+        self.original = self.of(space.uniform(1.0))
+
+    def of(self, candidate: tuple[float, ...]) -> float:
+        if self.metric != LATENCY:
+            return self.space.cost(candidate)[self.metric]
+        res = evaluate_all(self.space, [candidate], [self.estimator], self.store, executor=self.executor,
+                           progress=False)
+        value = res.value(self.space.identity(candidate), self.estimator.name)
+        if value is None:
+            raise InputError(f"the latency of {candidate} could not be measured: {res.failures(self.estimator.name)}")
+        return float(value["value"])
+
+
+def _limit(costs: _Costs, metric: str, limit: float | None, fraction: float | None) -> float:
     if (limit is None) == (fraction is None):
         raise InputError("give the budget either as limit= (in the metric's unit) or as fraction= of the original")
     value = limit if limit is not None else fraction
@@ -146,20 +176,20 @@ def _limit(space: Any, metric: str, limit: float | None, fraction: float | None)
     if fraction is not None:
         if fraction > 1:
             raise InputError(f"fraction is the share of the original {metric} kept, in (0, 1]; got {fraction!r}")
-        return float(fraction) * space.original_cost[metric]
+        return float(fraction) * costs.original
     return float(value)
 
 
-def _best_uniform(space: Any, metric: str, limit: float) -> dict[str, Any]:
+def _best_uniform(space: Any, costs: _Costs, limit: float) -> dict[str, Any]:
     """The largest uniform ratio within the budget (what a uniform method would pick)."""
-    fits = [r for r in space.ratios if space.cost(space.uniform(r))[metric] <= limit]
-    if not fits:
-        return {}
-    r = max(fits)
-    return {"ratio": r, "cost": space.cost(space.uniform(r))}
+    for r in sorted(space.ratios, reverse=True):
+        cost = costs.of(space.uniform(r))
+        if cost <= limit:
+            return {"ratio": r, "cost": {**space.cost(space.uniform(r)), costs.metric: cost}}
+    return {}
 
 
-def _greedy(space: Any, accuracy: PolicyAccuracy, metric: str, limit: float, store: Any, executor: Any,
+def _greedy(space: Any, accuracy: PolicyAccuracy, costs: _Costs, limit: float, store: Any, executor: Any,
             progress: bool) -> PolicySearchResult:
     base = space.uniform(1.0)
     singles: dict[tuple[int, float], tuple[float, ...]] = {}
@@ -184,7 +214,7 @@ def _greedy(space: Any, accuracy: PolicyAccuracy, metric: str, limit: float, sto
                      for d in range(len(space.decisions)))
 
     thresholds = sorted({a for curve in curves.values() for a in curve.values()}, reverse=True)
-    chosen = next((c for t in thresholds if space.cost(c := pick(t))[metric] <= limit), None)
+    chosen = next((c for t in thresholds if costs.of(c := pick(t)) <= limit), None)
     if chosen is None:  # the lowest threshold takes every decision's most accurate... fall back to the smallest
         chosen = space.uniform(min(space.ratios))
     final = evaluate_all(space, [chosen], [accuracy], store, executor=executor, progress=False)
@@ -192,11 +222,11 @@ def _greedy(space: Any, accuracy: PolicyAccuracy, metric: str, limit: float, sto
     if value is None:
         raise InputError(f"the chosen policy could not be evaluated: {final.failures(accuracy.name)}")
     sensitivity = {space.decisions[d][0]: {str(r): a for r, a in sorted(curve.items())} for d, curve in curves.items()}
-    return PolicySearchResult(space, "greedy", metric, limit, chosen, float(value["value"]), space.cost(chosen),
+    return PolicySearchResult(space, "greedy", costs.metric, limit, chosen, float(value["value"]), space.cost(chosen),
                               len({base, chosen, *singles.values()}), [], sensitivity)
 
 
-def _study(space: Any, accuracy: PolicyAccuracy, cost: PolicyCost, limit: float, search: str, evaluations: int,
+def _study(space: Any, accuracy: PolicyAccuracy, cost: Any, limit: float, search: str, evaluations: int,
            store: Any, seed: int, options: dict[str, Any], executor: Any, progress: bool, name: str
            ) -> PolicySearchResult:
     from ..strategies import make_strategy
@@ -207,10 +237,11 @@ def _study(space: Any, accuracy: PolicyAccuracy, cost: PolicyCost, limit: float,
                   input_shape=tuple(space.example_input.shape[1:]))
     result = study.run()
     if result.best is None:
-        raise InputError(f"{search} found no policy within {cost.metric} <= {limit:,.0f} in {evaluations} evaluations")
+        raise InputError(f"{search} found no policy within {cost.name} <= {limit:,.6g} in {evaluations} evaluations")
     best = space.from_identity(result.best.candidate)
-    return PolicySearchResult(space, search, cost.metric, limit, best, float(result.best.objective),
-                              space.cost(best), result.evaluations, list(result.best_so_far))
+    return PolicySearchResult(space, search, getattr(cost, "metric", LATENCY), limit, best,
+                              float(result.best.objective), space.cost(best), result.evaluations,
+                              list(result.best_so_far))
 
 
 @dataclass
