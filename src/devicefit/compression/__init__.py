@@ -72,6 +72,11 @@ _EXPORTS: dict[str, str] = {
     "EnergyProjection": "energy_prune",
     "prune_to_energy": "energy_prune",
     "weighted_sparse_projection": "energy_prune",
+    # joint.py: joint pruning and quantization to a target size (ADMM with exact knapsack projections)
+    "JointSparseQuantization": "joint",
+    "compress_to_size": "joint",
+    "knapsack_01": "knapsack",
+    "multiple_choice_knapsack": "knapsack",
     # policy_space.py: the per-layer policy space of one model (what AutoML compression searches)
     "PolicySpace": "policy_space",
     # the transforms, one file each

@@ -54,24 +54,24 @@ _ALL_ONES = torch.ones(1, 3, 3)  # a "library" that keeps every weight: pattern_
 
 
 @dataclass(frozen=True)
-class _Target:
+class WeightTarget:
     key: str  # the policy-style layer name: "conv1", or "rnn.weight_hh_l0" for an RNN matrix
     module: nn.Module
     param: str  # "weight", or the RNN matrix's name
 
 
-def _targets(model: nn.Module, layers: Sequence[str], what: str) -> list[_Target]:
+def weight_targets(model: nn.Module, layers: Sequence[str], what: str) -> list[WeightTarget]:
     """Each weight tensor the hook prunes: Conv/Linear weights, LSTM/GRU matrices (all of a named RNN)."""
-    out: list[_Target] = []
+    out: list[WeightTarget] = []
     for name in layers:
         module, param = resolve_layer(model, name)
         if param is not None:
-            out.append(_Target(name, module, param))
+            out.append(WeightTarget(name, module, param))
         elif isinstance(module, RNN_TYPES):
-            out += [_Target(f"{name}.{p}", module, p) for p, _ in module.named_parameters(recurse=False)
+            out += [WeightTarget(f"{name}.{p}", module, p) for p, _ in module.named_parameters(recurse=False)
                     if p.startswith(("weight_ih_", "weight_hh_"))]
         elif isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)):
-            out.append(_Target(name, module, "weight"))
+            out.append(WeightTarget(name, module, "weight"))
         else:
             raise InputError(f"{what}: layer {name!r} is a {type(module).__name__}; expected Conv, Linear or "
                              "LSTM/GRU layers")
@@ -93,7 +93,7 @@ def _check_layers(layers: Any, what: str) -> list[str]:
     return list(layers)
 
 
-def _positive(value: Any, what: str) -> float:
+def positive_number(value: Any, what: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
         raise InputError(f"{what} must be a positive number, got {value!r}")
     return float(value)
@@ -104,7 +104,7 @@ def _matrix(w: torch.Tensor) -> torch.Tensor:
     return w.reshape(w.shape[0], -1)
 
 
-def _check_state_tensor(value: Any, like: torch.Tensor, what: str) -> torch.Tensor:
+def check_state_tensor(value: Any, like: torch.Tensor, what: str) -> torch.Tensor:
     if not isinstance(value, torch.Tensor) or value.shape != like.shape:
         raise InputError(f"state {what} must be a tensor of shape {tuple(like.shape)}, got "
                          f"{type(value).__name__} {tuple(getattr(value, 'shape', ()))}")
@@ -122,7 +122,7 @@ class AdmmPruning(TrainingHook):
             raise InputError(f"AdmmPruning projection must be an Unstructured, Block or Pattern action, got "
                              f"{type(projection).__name__}")
         self.projection = projection
-        self.rho = _positive(rho, "AdmmPruning rho")
+        self.rho = positive_number(rho, "AdmmPruning rho")
         if update_every is not None and (isinstance(update_every, bool) or not isinstance(update_every, int)
                                          or update_every < 1):
             raise InputError(f"AdmmPruning update_every must be a positive integer (steps) or None (every epoch), "
@@ -130,7 +130,7 @@ class AdmmPruning(TrainingHook):
         self.update_every = update_every
         self.updates = 0  # Z/U updates done
         self.pruned = False
-        self._targets: list[_Target] = []
+        self._targets: list[WeightTarget] = []
         self._z: dict[str, dict[str, torch.Tensor]] = {}
         self._u: dict[str, dict[str, torch.Tensor]] = {}
         self._library: dict[str, torch.Tensor] = {}
@@ -163,7 +163,7 @@ class AdmmPruning(TrainingHook):
     def on_start(self, model: nn.Module) -> None:
         if self.pruned:
             return  # masked fine-tuning after prune(): nothing left to do
-        self._targets = _targets(model, self.layers, "AdmmPruning")
+        self._targets = weight_targets(model, self.layers, "AdmmPruning")
         if isinstance(self.projection, Pattern):
             for t in self._targets:
                 w = getattr(t.module, t.param)
@@ -215,7 +215,7 @@ class AdmmPruning(TrainingHook):
 
     def constraint_distance(self, model: nn.Module) -> dict[str, float]:
         """Per layer, ``||W - W * mask(W)|| / ||W||``: how far the weights are from the constraint set."""
-        targets = self._targets or _targets(model, self.layers, "AdmmPruning")
+        targets = self._targets or weight_targets(model, self.layers, "AdmmPruning")
         out = {}
         with torch.no_grad():
             for t in targets:
@@ -231,7 +231,7 @@ class AdmmPruning(TrainingHook):
         fraction of weights kept per layer. The hook does nothing afterwards."""
         if self.pruned:
             raise InputError("AdmmPruning.prune was already applied")
-        targets = _targets(model, self.layers, "AdmmPruning")
+        targets = weight_targets(model, self.layers, "AdmmPruning")
         if isinstance(self.projection, Pattern) and any(t.key not in self._library for t in targets):
             raise InputError("AdmmPruning.prune with a Pattern projection needs the library chosen at on_start: "
                              "train with the hook first (finetune(..., hooks=[hook]))")
@@ -270,8 +270,8 @@ class AdmmPruning(TrainingHook):
                 if set(z[t.key]) != set(self._constraints_names()) or set(u[t.key]) != set(z[t.key]):
                     raise InputError(f"the AdmmPruning state of {t.key!r} has constraints {sorted(z[t.key])}, "
                                      f"expected {sorted(self._constraints_names())}")
-                z[t.key] = {c: _check_state_tensor(v, w, f"z[{t.key!r}][{c!r}]") for c, v in z[t.key].items()}
-                u[t.key] = {c: _check_state_tensor(v, w, f"u[{t.key!r}][{c!r}]") for c, v in u[t.key].items()}
+                z[t.key] = {c: check_state_tensor(v, w, f"z[{t.key!r}][{c!r}]") for c, v in z[t.key].items()}
+                u[t.key] = {c: check_state_tensor(v, w, f"u[{t.key!r}][{c!r}]") for c, v in u[t.key].items()}
         self._z, self._u, self._library = z, u, {k: v.clone() for k, v in library.items()}
         self.rho, self.updates, self.pruned = rho, updates, pruned
 
@@ -306,21 +306,21 @@ class ReweightedGroupLasso(TrainingHook):
             raise InputError(f"ReweightedGroupLasso groups come from a Block action (sparsity, block, prune), got "
                              f"{type(block).__name__}")
         self.block = block
-        self.lam = _positive(lam, "ReweightedGroupLasso lam")
-        self.eps = _positive(eps, "ReweightedGroupLasso eps")
+        self.lam = positive_number(lam, "ReweightedGroupLasso lam")
+        self.eps = positive_number(eps, "ReweightedGroupLasso eps")
         if isinstance(reweight_every, bool) or not isinstance(reweight_every, int) or reweight_every < 1:
             raise InputError(f"ReweightedGroupLasso reweight_every must be a positive integer (epochs), got "
                              f"{reweight_every!r}")
         self.reweight_every = reweight_every
         self.reweights = 0
         self.pruned = False
-        self._targets: list[_Target] = []
+        self._targets: list[WeightTarget] = []
         self.alpha: dict[str, torch.Tensor] = {}
 
     def on_start(self, model: nn.Module) -> None:
         if self.pruned:
             return
-        self._targets = _targets(model, self.layers, "ReweightedGroupLasso")
+        self._targets = weight_targets(model, self.layers, "ReweightedGroupLasso")
         if self.alpha and set(self.alpha) == {t.key for t in self._targets}:
             return
         self.reweight()
@@ -335,7 +335,7 @@ class ReweightedGroupLasso(TrainingHook):
 
     def penalty(self, model: nn.Module) -> torch.Tensor:
         """``lam * sum_g alpha_g * ||W_g||^2`` over the layers (alpha held fixed)."""
-        targets = self._targets or _targets(model, self.layers, "ReweightedGroupLasso")
+        targets = self._targets or weight_targets(model, self.layers, "ReweightedGroupLasso")
         terms = [(self.alpha[t.key] * group_norms2(getattr(t.module, t.param), self.block.block,
                                                    self.block.prune)).sum() for t in targets]
         return self.lam * torch.stack(terms).sum()
@@ -356,7 +356,7 @@ class ReweightedGroupLasso(TrainingHook):
             raise InputError("ReweightedGroupLasso.prune was already applied")
         b = self.block
         kept = {}
-        for t in _targets(model, self.layers, "ReweightedGroupLasso"):
+        for t in weight_targets(model, self.layers, "ReweightedGroupLasso"):
             BlockPruning.apply(t.module, t.param, sparsity=b.sparsity, block=b.block, prune=b.prune)
             kept[t.key] = float(getattr(t.module, f"{t.param}_mask").mean())
         self.pruned = True
@@ -377,5 +377,5 @@ class ReweightedGroupLasso(TrainingHook):
                                  f"regularises {sorted(keys)}")
             for t in self._targets:
                 like = group_norms2(getattr(t.module, t.param).detach(), self.block.block, self.block.prune)
-                alpha[t.key] = _check_state_tensor(alpha[t.key], like, f"alpha[{t.key!r}]")
+                alpha[t.key] = check_state_tensor(alpha[t.key], like, f"alpha[{t.key!r}]")
         self.alpha, self.reweights, self.pruned = alpha, reweights, pruned

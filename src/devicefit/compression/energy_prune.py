@@ -212,7 +212,7 @@ class EnergyProjection(TrainingHook):
             raise InputError("EnergyProjection needs the model's energy terms (energy_terms(model, x, energy_model))")
         if not any(t.prunable for t in self.terms):
             raise InputError("EnergyProjection: no layer is prunable")
-        self.budget_mj = _positive(budget_mj, "EnergyProjection budget_mj")
+        self.budget_mj = positive_number(budget_mj, "EnergyProjection budget_mj")
         self.minimum_mj = total_energy(self.terms, [0 if t.prunable else t.numel for t in self.terms])
         if self.budget_mj < self.minimum_mj:
             raise InputError(f"energy budget {self.budget_mj:.6g} mJ is below {self.minimum_mj:.6g} mJ, what the "
@@ -264,7 +264,7 @@ class EnergyProjection(TrainingHook):
     def project(self, model: nn.Module, budget_mj: float | None = None) -> ProjectionResult:
         """Zero the prunable weights outside the weighted sparse projection onto ``budget_mj`` (default: the
         target); afterwards the model's energy is at most the budget."""
-        budget = self.budget_mj if budget_mj is None else _positive(budget_mj, "projection budget_mj")
+        budget = self.budget_mj if budget_mj is None else positive_number(budget_mj, "projection budget_mj")
         budget = max(budget, self.budget_mj)
         modules = dict(model.named_modules())
         targets = [t for t in self.terms if t.prunable]
@@ -309,7 +309,7 @@ class EnergyProjection(TrainingHook):
             raise InputError(f"an EnergyProjection state needs start_mj, projections and worst_gap: {exc}") from None
 
 
-def _positive(value: Any, what: str) -> float:
+def positive_number(value: Any, what: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
         raise InputError(f"{what} must be a positive number (mJ), got {value!r}")
     return float(value)
@@ -373,11 +373,11 @@ def _budget(budget_mj: float | None, budget_ratio: float | None, energy_before: 
     if (budget_mj is None) == (budget_ratio is None):
         raise InputError("give exactly one of budget_mj (mJ per sample) and budget_ratio (of the model's energy)")
     if budget_ratio is not None:
-        ratio = _positive(budget_ratio, "budget_ratio")
+        ratio = positive_number(budget_ratio, "budget_ratio")
         if ratio > 1:
             raise InputError(f"budget_ratio must be in (0, 1], a fraction of the model's energy, got {budget_ratio!r}")
         return ratio * energy_before
-    return _positive(budget_mj, "budget_mj")
+    return positive_number(budget_mj, "budget_mj")
 
 
 def prune_to_energy(

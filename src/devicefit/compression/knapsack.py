@@ -30,10 +30,12 @@ tables take (classes or groups) x (capacity + 1) integers, limited to :data:`MAX
 rather than exhausting memory).
 
 Why hand-written rather than ``scipy.optimize.milp`` (HiGHS)? milp is exact only with a zero relative MIP gap and
-within its floating-point feasibility tolerances; the 0-1 problem needs one binary variable per weight (430,500
-for LeNet-5, 11 million for ResNet-50), and branch and bound has no useful bound on its running time. The DPs are
-exact by construction, deterministic, need nothing beyond numpy, and take milliseconds for the projections of
-LeNet-5 at 100x to 2,000x.
+within its floating-point feasibility tolerances, and the 0-1 problem needs one binary variable per weight
+(430,500 for LeNet-5). Measured on this project's 2-core machine (scipy 1.17, ``mip_rel_gap=0``), on LeNet-5's
+layer sizes with bit widths 5/3/2/4: a hundredth of them (4,305 weights) took milp 5 s against 2 ms here, a tenth
+(43,050) did not finish within 300 s (its ``time_limit`` of 60 s notwithstanding), while this DP solves the full
+430,500 weights in 0.08 s at the 2,000x budget and 0.16 s at 100x. The DPs are exact by construction,
+deterministic, and need nothing beyond numpy.
 """
 
 from __future__ import annotations
