@@ -309,3 +309,19 @@ def test_distillation_on_synthetic_images_transfers_what_noise_does_not() -> Non
         synthetic_images(teacher, 8, (3, 16, 16), steps=1, progress=False)
     with pytest.raises(InputError, match="n must be a positive integer"):
         synthetic_images(teacher, 0, (1, 16, 16), progress=False)
+
+
+def test_gradient_clipping_bounds_each_step() -> None:
+    """With plain SGD (no momentum, no decay) at lr 1, a clipped step moves the parameters by at most the clip
+    norm; unclipped, the same first step moves them further."""
+    moved = {}
+    for clip in (None, 1e-3):
+        model = _small()
+        before = torch.cat([p.detach().flatten().clone() for p in model.parameters()])
+        finetune(model, _task(64), FinetuneConfig(epochs=1, lr=1.0, momentum=0.0, weight_decay=0.0, batch_size=64,
+                                                 augment=False, clip_grad_norm=clip), progress=False)
+        after = torch.cat([p.detach().flatten() for p in model.parameters()])
+        moved[clip] = float((after - before).norm())
+    assert moved[1e-3] <= 1e-3 * (1 + 1e-4) < moved[None]
+    with pytest.raises(InputError, match="clip_grad_norm"):
+        FinetuneConfig(clip_grad_norm=0.0)

@@ -70,6 +70,7 @@ class FinetuneConfig:
     alpha: float = 0.9  # weight of the distillation term; (1 - alpha) on the labels
     noise_std: float = 0.0  # noisy training (arXiv 2107.04677): relative std of the weight noise, 0 = off
     max_steps: int | None = None
+    clip_grad_norm: float | None = None  # the gradients' global L2 norm is clipped to this (RNNs), None = off
     checkpoint_every: int = 50  # steps between checkpoints (when finetune is given a checkpoint path)
 
     def __post_init__(self) -> None:
@@ -88,6 +89,8 @@ class FinetuneConfig:
         _integer("seed", self.seed, minimum=0)
         if self.max_steps is not None:
             _integer("max_steps", self.max_steps, minimum=1)
+        if self.clip_grad_norm is not None:
+            _number("clip_grad_norm", self.clip_grad_norm, positive=True)
         for name in ("augment", "distill"):
             if not isinstance(getattr(self, name), bool):
                 raise InputError(f"finetune {name} must be True or False, got {getattr(self, name)!r}")
@@ -343,6 +346,8 @@ def _step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, config: FinetuneCo
             value += float(extra_total.detach())
         if not math.isfinite(value):
             raise InputError(f"the training loss is {value} at step {step + 1}: lower lr (now {config.lr})")
+        if config.clip_grad_norm is not None:
+            torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], config.clip_grad_norm)
         opt.step()
     return value
 
@@ -350,7 +355,8 @@ def _step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, config: FinetuneCo
 def _settings(model: nn.Module, train: DataSource, config: FinetuneConfig, hooks: Sequence[TrainingHook],
               params: list[nn.Parameter]) -> dict[str, Any]:
     """What a checkpoint must have been made with to be continued (checkpoint_every is free to change)."""
-    settings: dict[str, Any] = {k: v for k, v in asdict(config).items() if k != "checkpoint_every"}
+    settings: dict[str, Any] = {k: v for k, v in asdict(config).items() if k != "checkpoint_every"
+                                and (k != "clip_grad_norm" or v is not None)}  # older checkpoints lack it
     settings.update(train=train.description, train_items=len(train), model=type(model).__name__,
                     parameters=[list(p.shape) for p in params], hooks=[type(h).__name__ for h in hooks])
     return settings
