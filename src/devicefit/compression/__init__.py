@@ -77,6 +77,10 @@ _EXPORTS: dict[str, str] = {
     "compress_to_size": "joint",
     "knapsack_01": "knapsack",
     "multiple_choice_knapsack": "knapsack",
+    # omni.py: omni-sparsity, one model whose nested sparse sub-models all work (arXiv 2110.08352)
+    "OmniSparsity": "omni",
+    "pick_sub_models": "omni",
+    "sub_model": "omni",
     # policy_space.py: the per-layer policy space of one model (what AutoML compression searches)
     "PolicySpace": "policy_space",
     # the transforms, one file each
