@@ -168,7 +168,7 @@ class OmniSparsity(TrainingHook):
     """Omni-sparsity supernet training of ``layers`` (Conv/Linear names; None: all of them) at ``levels`` (see
     the module docstring). ``update_every``: steps between mask refreshes from the current magnitudes;
     ``distill_weight``: weight of each extra sub-model's distillation loss; ``seed``: the sub-model draws.
-    Call :meth:`remove` after training (or use the model through :func:`sub_model`, which ignores the hooks)."""
+    :func:`finetune` takes the hooks off when it ends (``on_end``); :meth:`remove` does it by hand."""
 
     def __init__(self, layers: Sequence[str] | None = None, levels: Sequence[float] = DEFAULT_LEVELS, *,
                  update_every: int = 10, distill_weight: float = 1.0, seed: int = 0) -> None:
@@ -229,6 +229,10 @@ class OmniSparsity(TrainingHook):
         self._handles.append(model.register_forward_pre_hook(capture.pre))
         self._handles.append(model.register_forward_hook(capture.post))
         self.config = self.uniform(self.levels[0])
+
+    def on_end(self, model: nn.Module) -> None:
+        """:func:`finetune` is done (or failed): the model is the plain dense model again."""
+        self.remove()
 
     def remove(self) -> None:
         """Take the hook's forward hooks off the model: it is the plain dense model again."""

@@ -123,6 +123,8 @@ class TrainingHook:
         after each optimiser step; ``step`` counts the steps done (1 after the first).
     ``after_epoch(model, epoch)``
         after each pass over the data (``epoch`` from 0), and after the last, partial pass of a fractional run.
+    ``on_end(model)``
+        once when :func:`finetune` returns or fails: take off what ``on_start`` put on the model (forward hooks).
     ``state_dict()`` / ``load_state_dict(state)``
         what the hook must keep across a resume; plain tensors, lists, dicts, numbers and strings only (the
         checkpoint is read with ``weights_only=True``).
@@ -138,6 +140,9 @@ class TrainingHook:
         return None
 
     def after_epoch(self, model: nn.Module, epoch: int) -> None:
+        return None
+
+    def on_end(self, model: nn.Module) -> None:
         return None
 
     def state_dict(self) -> dict[str, Any]:
@@ -280,6 +285,8 @@ def finetune(
         bar.close()
         for m, was_training in modes:
             m.train(was_training)
+        for hook in hooks:
+            hook.on_end(model)
     accuracy = None if eval_data is None else evaluate_accuracy(model, eval_data, progress=False)
     return FinetuneHistory(step, losses, accuracy, resumed)
 
