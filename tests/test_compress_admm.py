@@ -16,18 +16,7 @@ from devicefit.compression.train import FinetuneConfig, TrainingHook, finetune
 from devicefit.errors import InputError
 from devicefit.models.evaluate import TensorData
 
-
-def tiny_cnn() -> nn.Module:
-    torch.manual_seed(0)
-    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(),
-                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4))
-
-
-def image_data(n: int = 256) -> TensorData:
-    g = torch.Generator().manual_seed(1)
-    x = torch.randn(n, 3, 8, 8, generator=g)
-    y = (x[:, 0].mean((1, 2)) > 0).long() + 2 * (x[:, 1].mean((1, 2)) > 0).long()
-    return TensorData(x, y, "synthetic images")
+from .toy_compress import image_data, tiny_cnn
 
 
 class TinyLstm(nn.Module):

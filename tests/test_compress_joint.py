@@ -24,9 +24,9 @@ from devicefit.compression.knapsack import knapsack_01, multiple_choice_knapsack
 from devicefit.compression.train import FinetuneConfig, TrainingHook, finetune
 from devicefit.errors import InputError
 from devicefit.models import get_model, load_images
-from devicefit.models.evaluate import TensorData
 
 from .conftest import need_file
+from .toy_compress import image_data, tiny_cnn
 
 # --- knapsack solvers ---------------------------------------------------------------------------------
 
@@ -159,19 +159,6 @@ def test_bit_widths_go_where_the_error_is_within_the_budget():
 # --- the hook -----------------------------------------------------------------------------------------
 
 
-def tiny_cnn() -> nn.Module:
-    torch.manual_seed(0)
-    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(),
-                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4))
-
-
-def image_data(n: int = 128) -> TensorData:
-    g = torch.Generator().manual_seed(1)
-    x = torch.randn(n, 3, 8, 8, generator=g)
-    y = (x[:, 0].mean((1, 2)) > 0).long() + 2 * (x[:, 1].mean((1, 2)) > 0).long()
-    return TensorData(x, y, "synthetic images")
-
-
 def check_within_budget(model: nn.Module, hook: JointSparseQuantization) -> int:
     """Recount from the model: non-zeros and distinct values of every compressed layer; the size in bits."""
     size = 0
@@ -193,7 +180,7 @@ def test_hook_projects_within_budget_then_masks_quantizes_and_finishes():
     model = tiny_cnn()
     dense = 32 * (8 * 3 * 9 + 8 * 8 * 9 + 4 * 8)
     hook = JointSparseQuantization(dense // 20, rho=0.1)
-    finetune(model, image_data(), CONFIG, hooks=[hook], progress=False)
+    finetune(model, image_data(128), CONFIG, hooks=[hook], progress=False)
     assert hook.updates == 1 + 3  # after the first step, then after every epoch
     assert set(hook.bits) == {"0", "2", "6"} and hook.report().total_bits <= hook.budget_bits
     assert 0.0 < hook.distance() < 1.0
@@ -205,7 +192,7 @@ def test_hook_projects_within_budget_then_masks_quantizes_and_finishes():
     with torch.no_grad():
         quantized_forward = model(x)
     levels = {k: v.clone() for k, v in hook.codebooks.items()}
-    finetune(model, image_data(), FinetuneConfig(epochs=1, lr=0.01, batch_size=32, augment=False), hooks=[hook],
+    finetune(model, image_data(128), FinetuneConfig(epochs=1, lr=0.01, batch_size=32, augment=False), hooks=[hook],
              progress=False)
     for key, book in hook.codebooks.items():  # refitted after the epoch: every level is its cluster's mean
         assert not torch.equal(book, levels[key])
@@ -256,7 +243,7 @@ class Crash(TrainingHook):
 
 def test_both_phases_resume_exactly_from_a_checkpoint(tmp_path: Path):
     config = FinetuneConfig(epochs=3, lr=0.05, batch_size=32, augment=False, checkpoint_every=1)
-    data, budget = image_data(), 2000
+    data, budget = image_data(128), 2000
 
     def run(folder: Path, crash_admm: int | None, crash_tune: int | None) -> tuple[nn.Module, JointSparseQuantization]:
         model = tiny_cnn()
@@ -329,9 +316,9 @@ def test_state_round_trips_through_a_weights_only_checkpoint():
         (lambda: size_budget(tiny_cnn(), target_ratio=-3.0), "target_ratio must be a positive number"),
         (lambda: size_budget(tiny_cnn(), target_ratio=1e9), "less than one bit"),
         (lambda: JointSparseQuantization(100).finish(tiny_cnn()), "needs finalize"),
-        (lambda: compress_to_size(tiny_cnn(), image_data(), target_bits=500, admm_config=FinetuneConfig(distill=True)),
+        (lambda: compress_to_size(tiny_cnn(), image_data(128), target_bits=500, admm_config=FinetuneConfig(distill=True)),
          "admm_config set distill but no teacher"),
-        (lambda: compress_to_size(tiny_cnn(), image_data(), target_bits=500, teacher=tiny_cnn()),
+        (lambda: compress_to_size(tiny_cnn(), image_data(128), target_bits=500, teacher=tiny_cnn()),
          "neither admm_config nor finetune_config sets distill"),
     ],
 )
