@@ -120,3 +120,28 @@ def test_evaluate_and_bad_input(cifar: Path, tmp_path: Path) -> None:
                           (["evaluate", "mypkg.models:build"], "give --weights and --data")):
         res = runner.invoke(app, [*args, "--data-dir", str(cifar)])
         assert res.exit_code == 2 and message in res.output, (args, res.output)
+
+
+def test_your_own_model_and_data(tmp_path: Path) -> None:
+    """No data directory: an nn.Module with a (train, test) pair of data sources is compressed, recovered and
+    measured; int8 is calibrated on the first training inputs."""
+    import devicefit
+
+    from .toy_compress import image_data, tiny_cnn
+
+    train, test = image_data(128), image_data(64)
+    report = devicefit.compress(tiny_cnn(), method="channel", ratio=0.5, data=(train, test), finetune_epochs=1,
+                                progress=False, out=tmp_path / "c")
+    assert report.cost["compressed"]["params"] < report.cost["original"]["params"]
+    assert report.accuracy["recovered"] is not None and report.data == test.description
+    assert (tmp_path / "c" / "compressed.onnx").exists()
+    int8 = devicefit.compress(tiny_cnn(), method="int8", data=(train, test), progress=False)
+    assert int8.accuracy["deployed"] is not None and int8.comparison["compressed"]["precision"] == "int8"
+    with pytest.raises(Exception, match="differ in shape"):
+        devicefit.compress(tiny_cnn(), method="lowrank", ratio=0.5, data=(train, _resized(test)), progress=False)
+
+
+def _resized(data):  # type: ignore[no-untyped-def]
+    from devicefit.models import TensorData
+
+    return TensorData(data.x[:, :, :4, :4], data.y, "smaller images")

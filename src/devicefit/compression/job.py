@@ -160,6 +160,7 @@ def compress(
     out: str | os.PathLike[str] | None = None,
     weights: str | os.PathLike[str] | None = None,
     dataset: str | None = None,
+    data: tuple[Any, Any] | None = None,
     input_shape: tuple[int, ...] | None = None,
     eval_limit: int | None = None,
     seed: int = 0,
@@ -171,7 +172,9 @@ def compress(
     baseline: nn.Module | None = None,
 ) -> CompressReport:
     """Compress ``model``; see the module docstring. A built-in ``model`` name brings its data set and input
-    shape; an ``nn.Module`` needs ``dataset`` (cifar10 or mnist) and ``input_shape``.
+    shape; an ``nn.Module`` needs ``dataset`` (cifar10 or mnist) and ``input_shape``, or your own ``data``: a
+    ``(train, test)`` pair of :class:`~devicefit.models.DataSource` (``LabelledImages``, ``TensorData``), from
+    which the input shape is read, BN is re-calibrated and int8 calibrated (the first training images).
 
     ``policy``: per-layer settings (e.g. :func:`devicefit.study.search_policy`'s answer, whose summary goes in
     ``search``) instead of the method's uniform ``ratio``; its actions must be the method's. ``baseline``: the
@@ -207,8 +210,12 @@ def compress(
         if weights is None and spec.weights is None:
             raise InputError(f"{model!r} has no pretrained weights in the data directory: give --weights")
     else:
-        if dataset is None or input_shape is None:
-            raise InputError("compressing your own nn.Module needs dataset= (cifar10 or mnist) and input_shape=")
+        if data is not None:
+            input_shape = _data_shape(data)
+            dataset = dataset or getattr(data[0], "dataset", None)
+        elif dataset is None or input_shape is None:
+            raise InputError("compressing your own nn.Module needs dataset= (cifar10 or mnist) and input_shape=, or "
+                             "data=(train, test)")
         name, original = type(model).__name__, model
     if weights is not None:
         load_weights(original, weights)
@@ -225,15 +232,18 @@ def compress(
         if out_dir.exists() and not out_dir.is_dir():
             raise InputError(f"--out {str(out_dir)!r} is a file, expected a folder")
         out_dir.mkdir(parents=True, exist_ok=True)
-    test = load_images(dataset, "test" if dataset == "cifar10" else "test2k", data_dir)
+    train, test = data if data is not None else (
+        load_images(dataset, "train" if dataset == "cifar10" else "train8k", data_dir),
+        load_images(dataset, "test" if dataset == "cifar10" else "test2k", data_dir))
     if policy is None:
         assert action is not None
         policy = Policy.uniform(original, action)  # every layer that supports the action
-    train = load_images(dataset, "train" if dataset == "cifar10" else "train8k", data_dir)
-    if method == "int8":
+    if method == "int8" and data is None:
         calibration = list(calibration_batch(dataset, INT8_CALIBRATION_IMAGES, data_dir).split(64))
+    elif method == "int8":
+        calibration = [x for x, _ in train.subset(min(len(train), INT8_CALIBRATION_IMAGES)).batches(64)]
     else:
-        calibration = list(train.subset(1280).batches(64))  # 20 fixed batches
+        calibration = list(train.subset(min(len(train), 1280)).batches(64))  # 20 fixed batches (or fewer)
     result = apply_policy(original, policy, example, data=calibration)
     compressed = result.model
     if method != "int8":  # new layers see new activations: re-estimate BN statistics (int8 changes no layer)
@@ -281,3 +291,16 @@ def compress(
         write_atomic(files["onnx"], onnx)
         write_atomic(files["json"], json.dumps(report.to_dict(), indent=1, allow_nan=False).encode())
     return report
+
+
+def _data_shape(data: Any) -> tuple[int, ...]:
+    """The input shape of one sample of a ``(train, test)`` pair of data sources (checked alike)."""
+    from ..models import DataSource
+
+    if not isinstance(data, tuple) or len(data) != 2 or not all(isinstance(d, DataSource) for d in data):
+        raise InputError("data must be a (train, test) pair of DataSource (LabelledImages, TensorData, ...), got "
+                         f"{type(data).__name__}")
+    shapes = [tuple(next(d.batches(1))[0].shape[1:]) for d in data]
+    if shapes[0] != shapes[1]:
+        raise InputError(f"train and test inputs differ in shape: {shapes[0]} and {shapes[1]}")
+    return shapes[0]
