@@ -257,7 +257,7 @@ def overhead(evaluations: int = 300) -> dict[str, Any]:
     space = get_space("nb201")
     column = DATASETS["cifar10"][0]
     rows = {}
-    for name in ("random", "evolution", "reinforce", "optuna", "brp"):
+    for name in ("random", "evolution", "reinforce", "rl", "optuna", "brp"):
         opts = {"budget": evaluations} if name == "brp" else {}
         strat = make_strategy(name, space, seed=0, **opts)
         spent = 0.0

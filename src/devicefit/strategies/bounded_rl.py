@@ -41,21 +41,27 @@ def _phi(z: float) -> float:
     return math.exp(-0.5 * z * z) / math.sqrt(2.0 * math.pi)
 
 
-def _cdf(z: float) -> float:
-    return 0.5 * math.erfc(-z / _SQRT2)
+def _tail(z: float) -> tuple[float, float]:
+    """``(log Q(z), phi(z) / Q(z))`` of the upper tail ``Q(z) = P(N(0, 1) > z)``, stable far in the tail (where
+    ``1 - Phi(z)`` would round to 0): ``erfc`` while it is representable, then the asymptotic series."""
+    q = 0.5 * math.erfc(z / _SQRT2)
+    if q > 1e-280:
+        return math.log(q), _phi(z) / q
+    # Q(z) ~ phi(z) / z * (1 - 1/z^2): far in the upper tail z is large and positive
+    return -0.5 * z * z - math.log(z * math.sqrt(2.0 * math.pi)) + math.log1p(-1.0 / (z * z)), z / (1.0 - 1.0 / (z * z))
 
 
 def marginal_log_prob_grad(x: float, mu: float, sigma: float, low: float, high: float) -> tuple[float, float, float]:
     """``(log P(a), d/d mu, d/d log sigma)`` of the observed action ``a = clip(x, low, high)`` under
     ``x ~ N(mu, sigma^2)``: the bound's probability mass at a bound, the density inside."""
-    if x <= low:
+    if x <= low:  # P(x <= low) = Q(-z) with z = (low - mu) / sigma
         z = (low - mu) / sigma
-        p = max(_cdf(z), 1e-300)
-        return math.log(p), -_phi(z) / (sigma * p), -z * _phi(z) / p
+        log_p, ratio = _tail(-z)
+        return log_p, -ratio / sigma, -z * ratio
     if x >= high:
         z = (high - mu) / sigma
-        p = max(1.0 - _cdf(z), 1e-300)
-        return math.log(p), _phi(z) / (sigma * p), z * _phi(z) / p
+        log_p, ratio = _tail(z)
+        return log_p, ratio / sigma, z * ratio
     u = (x - mu) / sigma
     return -0.5 * u * u - math.log(sigma * math.sqrt(2.0 * math.pi)), u / sigma, u * u - 1.0
 
