@@ -7,7 +7,7 @@ distillation (``--rnn-epochs`` per round; one shot gets the same total epochs).
 
 Part 2, policy searches on a CIFAR ResNet (``--model``, default resnet20: ResNet-56 does not fit this CPU-only
 machine's time; see the README) to ``--macs`` of the original's MACs with channel pruning: greedy (AIMET),
-rl (AMC/ShrinkML bounded agent), evolution, optuna (TPE), each ``--evaluations`` accuracy estimates (held-out
+rl (AMC/ShrinkML bounded agent), evolution, optuna (TPE), each ``--evaluations`` accuracy estimates (a slice of the
 training images, no fine-tuning, BN re-calibrated); the uniform ratio within the same budget; Torch-Pruning's
 global magnitude pruner at the same MACs. Every policy is then recovered with the same ``--epochs`` of
 distillation and measured by :func:`devicefit.compress` (test accuracy, MACs, ONNX Runtime speed-up).
@@ -131,7 +131,7 @@ def main() -> None:
 def _write(data: dict[str, Any], args: argparse.Namespace) -> None:
     lines = ["## Iterative against one-shot low rank: row-MNIST LSTM to 5x fewer parameters", "",
              "LSTM trained on MNIST train8k (the first 8,000 images of the official MNIST test set), tested on test2k "
-             "(the other 2,000). Greedy policy search (1,000 held-out training images), each round recovered with "
+             "(the other 2,000). Greedy policy search (scored on 1,000 training images), each round recovered with "
              "distillation (gradient norm clipped at 5: without it the third round's fine-tuning of a "
              f"twice-factorised LSTM collapsed to chance); one shot: 1 round of {3 * args.rnn_epochs} epochs; "
              f"iterative: 3 rounds of {args.rnn_epochs} epoch(s) (budgets 0.2^(1/3), 0.2^(2/3), 0.2 of the "
@@ -149,8 +149,8 @@ def _write(data: dict[str, Any], args: argparse.Namespace) -> None:
                          (rep.get("accuracy") or {}).get("recovered"), o["macs"] / c["macs"] if o and c else None,
                          rep.get("speedup"), r.get("wall_s")])
         lines += [f"## Channel policies of {args.model} at {args.macs} of its MACs", "",
-                  f"Searches of {args.evaluations} accuracy estimates ({args.images} held-out CIFAR-10 training "
-                  "images, no fine-tuning, BatchNorm re-calibrated); every policy then recovered with "
+                  f"Searches of {args.evaluations} accuracy estimates ({args.images} CIFAR-10 training images, "
+                  "no fine-tuning, BatchNorm re-calibrated); every policy then recovered with "
                   f"{args.epochs} epoch(s) of distillation and tested on the 10,000 test images (JPEG). The uniform "
                   "row is the largest uniform keep ratio within the same MACs. All figures from this machine "
                   "(no GPU).", "",

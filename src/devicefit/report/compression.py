@@ -97,7 +97,8 @@ def _search(doc: Document, report: Any) -> None:
     original = s["original_cost"][s["metric"]]
     doc.paragraph(f"{s['search']} search of per-layer {s['method']} ratios to {s['metric']} <= {s['limit']:,.0f} "
                   f"({s['limit'] / original:.3g} of the original's {original:,}): {s['evaluations']} accuracy "
-                  f"estimates (no fine-tuning, BatchNorm re-calibrated, held-out training images). The answer: "
+                  "estimates (no fine-tuning, BatchNorm re-calibrated, a fixed slice of the training images). The "
+                  "answer: "
                   f"{s['cost'][s['metric']]:,} ({s['cost'][s['metric']] / original:.3g}), estimated "
                   f"{s['accuracy']:.2f} %.")
     uniform = s.get("uniform") or {}

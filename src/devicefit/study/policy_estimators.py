@@ -3,9 +3,11 @@
 - :class:`PolicyCost`: a cost metric of the compressed model, exact and without building it
   (:meth:`PolicySpace.cost`): the cheap constraint checked before any accuracy is estimated.
 - :class:`PolicyAccuracy`: top-1 accuracy of the compressed model **without fine-tuning**, after BatchNorm
-  re-calibration, on a small fixed held-out slice of the *training* images (the test images are never
-  searched on): the fast candidate evaluation of AMC / ShrinkML / AIMET. The slice and the calibration
-  batches are disjoint parts of one fixed permutation of the training part.
+  re-calibration, on a small fixed slice of the *training* images (as AMC scores on 5,000 ImageNet training
+  images; the pretrained model has seen them, so the estimate is high, but it ranks policies; the test images
+  are never searched on; the slice is "held out" from the calibration batches only): the fast candidate
+  evaluation of AMC / ShrinkML / AIMET. The slice and the calibration batches are disjoint parts of one fixed
+  permutation of the training part.
 
 Both are cached in the store like every estimator: their fingerprints include the space's settings (the
 model's weight hash, the method, the ratios), so an interrupted policy search resumes without re-evaluating.
@@ -64,7 +66,7 @@ class PolicyCost(Estimator):
 @dataclass
 class PolicyAccuracy(Estimator):
     """Top-1 (%) of the compressed model after BatchNorm re-calibration, without fine-tuning, on ``images``
-    held-out training images; ``calibration_batches`` batches of 64 other training images re-estimate BN."""
+    training images (a fixed slice); ``calibration_batches`` batches of 64 other training images re-estimate BN."""
 
     dataset: str = "cifar10"
     images: int = 1000
@@ -96,7 +98,7 @@ class PolicyAccuracy(Estimator):
         train = load_images(self.dataset, "train" if self.dataset == "cifar10" else "train8k", self.data_dir)
         n_cal = 64 * self.calibration_batches
         if n_cal + self.images > len(train):
-            raise InputError(f"{self.images} held-out + {n_cal} calibration images exceed the {len(train)} training "
+            raise InputError(f"{self.images} scored + {n_cal} calibration images exceed the {len(train)} training "
                              f"images of {self.dataset}")
         order = held_out_indices(len(train), n_cal + self.images)
 
@@ -105,7 +107,7 @@ class PolicyAccuracy(Estimator):
                                   f"{train.description}: {what}")
 
         self._calibration = list(part(order[:n_cal], "calibration").batches(64))
-        self._held_out = part(order[n_cal:], f"{self.images} held-out images")
+        self._held_out = part(order[n_cal:], f"{self.images} scored training images")
 
     def evaluate(self, space: Space, candidate: Any) -> dict[str, Any]:
         from ..compression import recalibrate_batchnorm

@@ -12,7 +12,7 @@ ONNX Runtime latency of the compressed model measured here (``latency_ms``: batc
 runs, each candidate measured once and cached in the store; a measured budget holds up to the measurement's
 noise), checked for every candidate **before** its accuracy is estimated; the objective is
 :class:`~devicefit.study.policy_estimators.PolicyAccuracy` (no fine-tuning, BatchNorm re-calibrated, a fixed
-held-out slice of the training images). Every evaluation goes through the store, so an interrupted search
+slice of the training images, as AMC). Every evaluation goes through the store, so an interrupted search
 resumes without evaluating anything twice.
 
 ``iterative_compress`` runs rounds of search, compress and fine-tune, each to a tighter budget (the
@@ -60,7 +60,7 @@ SEARCHES = ("greedy", "rl", "random", "evolution", "reinforce", "optuna")
 
 @dataclass
 class PolicySearchResult:
-    """The answer of :func:`search_policy`: the best policy within the budget, its accuracy estimate (held-out
+    """The answer of :func:`search_policy`: the best policy within the budget, its accuracy estimate (training-image
     slice, no fine-tuning) and exact cost; the curve of the best feasible accuracy after each evaluation."""
 
     space: Any  # PolicySpace
