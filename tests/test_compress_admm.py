@@ -16,7 +16,7 @@ from devicefit.compression.train import FinetuneConfig, TrainingHook, finetune
 from devicefit.errors import InputError
 from devicefit.models.evaluate import TensorData
 
-from .toy_compress import image_data, tiny_cnn
+from .toy_compress import Crash, image_data, tiny_cnn
 
 
 class TinyLstm(nn.Module):
@@ -135,15 +135,6 @@ def test_admm_block_on_lstm_matrices():
     with torch.no_grad():  # the masked LSTM still runs, pruned weights at zero
         assert model(torch.randn(2, 5, 6)).shape == (2, 2)
     assert float((model.rnn.weight_hh_l0 == 0).float().mean()) == pytest.approx(0.5, abs=0.02)
-
-
-class Crash(TrainingHook):
-    def __init__(self, at_step: int | None) -> None:
-        self.at_step = at_step
-
-    def after_step(self, model: nn.Module, step: int) -> None:
-        if step == self.at_step:
-            raise RuntimeError("simulated crash")
 
 
 def test_admm_resumes_exactly_from_a_checkpoint(tmp_path):

@@ -21,12 +21,12 @@ from devicefit.compression.joint import (
     size_budget,
 )
 from devicefit.compression.knapsack import knapsack_01, multiple_choice_knapsack
-from devicefit.compression.train import FinetuneConfig, TrainingHook, finetune
+from devicefit.compression.train import FinetuneConfig, finetune
 from devicefit.errors import InputError
 from devicefit.models import get_model, load_images
 
 from .conftest import need_file
-from .toy_compress import image_data, tiny_cnn
+from .toy_compress import Crash, image_data, tiny_cnn
 
 # --- knapsack solvers ---------------------------------------------------------------------------------
 
@@ -230,15 +230,6 @@ def test_the_forward_pass_uses_the_levels_and_the_gradient_passes_through():
     assert torch.equal(w[layer.weight_mask.bool()], layer.weight[layer.weight_mask.bool()])  # finalize quantized
     out.sum().backward()
     assert torch.allclose(layer.weight_orig.grad, (torch.ones(5, 3).T @ x) * layer.weight_mask)
-
-
-class Crash(TrainingHook):
-    def __init__(self, at_step: int | None) -> None:
-        self.at_step = at_step
-
-    def after_step(self, model: nn.Module, step: int) -> None:
-        if step == self.at_step:
-            raise RuntimeError("simulated crash")
 
 
 def test_both_phases_resume_exactly_from_a_checkpoint(tmp_path: Path):

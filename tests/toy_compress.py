@@ -1,10 +1,12 @@
-"""A tiny CNN and a learnable synthetic image task, shared by the training-time compression tests."""
+"""A tiny CNN, a learnable synthetic image task and a crashing hook, shared by the training-time compression
+tests."""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
 
+from devicefit.compression.train import TrainingHook
 from devicefit.models.evaluate import TensorData
 
 
@@ -20,3 +22,14 @@ def image_data(n: int = 256) -> TensorData:
     x = torch.randn(n, 3, 8, 8, generator=g)
     y = (x[:, 0].mean((1, 2)) > 0).long() + 2 * (x[:, 1].mean((1, 2)) > 0).long()
     return TensorData(x, y, "synthetic images")
+
+
+class Crash(TrainingHook):
+    """Raises after step ``at_step`` (None: never): a run killed in the middle."""
+
+    def __init__(self, at_step: int | None) -> None:
+        self.at_step = at_step
+
+    def after_step(self, model: nn.Module, step: int) -> None:
+        if step == self.at_step:
+            raise RuntimeError("simulated crash")
