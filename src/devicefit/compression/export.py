@@ -23,7 +23,7 @@ import copy
 import math
 import os
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -124,6 +124,8 @@ class Comparison:
     timing: TimingProtocol
     input_shape: tuple[int, ...]
     sparse_encoding: str = SPARSE_ENCODING
+    #: the compressed model's ONNX file as measured (int8 when asked): what :func:`export_compressed` writes
+    onnx: bytes = field(default=b"", repr=False, compare=False)
 
     def speedup(self, runtime: str) -> float:
         """The measured speed-up in ``runtime``."""
@@ -403,7 +405,7 @@ def compare_models(
                                      protocol))
     notes = _notes(fig_o, fig_c, measured)
     return Comparison(fig_o, fig_c, tuple(measured), tuple(skipped), tuple(notes), protocol,
-                      tuple(int(s) for s in example.shape))
+                      tuple(int(s) for s in example.shape), onnx=onnx_c)
 
 
 def _notes(o: ModelFigures, c: ModelFigures, measured: Sequence[RuntimeComparison]) -> list[str]:

@@ -190,7 +190,7 @@ def compress(
         model_spec,
     )
     from .analysis import layer_costs
-    from .export import TimingProtocol, compare_models, compressed_onnx
+    from .export import TimingProtocol, compare_models
     from .int8 import Int8Config
     from .train import FinetuneConfig, finetune
 
@@ -262,7 +262,7 @@ def compress(
     comparison = compare_models(reference, compressed, example, runtimes=("onnxruntime",), int8=int8,
                                 protocol=TimingProtocol(threads=1))
     timed = comparison.runtimes[0]
-    onnx = compressed_onnx(compressed, example, int8=int8)
+    onnx = comparison.onnx  # the file that was measured: exported (and quantized) once
     if int8 is not None:  # the fake-quant estimate is not what a device runs: measure the int8 file itself
         accuracy["deployed"] = evaluate_onnx_accuracy(onnx, test, limit=eval_limit)
     from .analysis import compressible_layers
