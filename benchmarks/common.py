@@ -64,3 +64,17 @@ def write_results(name: str, title: str, markdown_body: str, data: dict[str, Any
     md.write_text(f"# {title}\n\nMachine: {stamp}\n\n{markdown_body.rstrip()}\n")
     js.write_text(json.dumps({"machine": machine, **data}, indent=2, default=float) + "\n")
     return md, js
+
+
+def cached_run(path: Path, compute: Any) -> dict[str, Any]:
+    """The JSON result at ``path`` if a run already wrote it, else ``compute()`` (a dict) timed as ``wall_s``
+    and written there: resumable benchmark rows whose wall time is that of the run that computed them."""
+    import time
+
+    if path.exists():
+        return json.loads(path.read_text())
+    start = time.perf_counter()
+    data = {**compute(), "wall_s": time.perf_counter() - start}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=1))
+    return data

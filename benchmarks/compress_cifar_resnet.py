@@ -33,7 +33,7 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS_DIR, markdown_table, write_results
+from common import RESULTS_DIR, cached_run, markdown_table, write_results
 
 import devicefit
 
@@ -64,19 +64,15 @@ def _timing() -> Any:
 
 def one(model: str, label: str, method: str, ratio: float | None, epochs: float) -> dict[str, Any]:
     folder = RUNS / f"{model}-{method}-{ratio}-e{epochs}"
-    report_file = folder / "benchmark_row.json"
-    if report_file.exists():
-        return json.loads(report_file.read_text())
-    start = time.perf_counter()
-    round_to = 8 if method == "channel8" else 1
-    report = devicefit.compress(model, method="channel" if method == "channel8" else method, ratio=ratio,
-                                round_to=round_to,
-                                finetune_epochs=0 if method == "int8" else epochs, distill=method != "int8",
-                                out=folder)
-    wall = time.perf_counter() - start
-    data = {**report.to_dict(), "wall_s": wall, f"batch{BATCH}": _batch_comparison(model, folder, method)}
-    report_file.write_text(json.dumps(data, indent=1))
-    return data
+
+    def run() -> dict[str, Any]:
+        report = devicefit.compress(model, method="channel" if method == "channel8" else method, ratio=ratio,
+                                    round_to=8 if method == "channel8" else 1,
+                                    finetune_epochs=0 if method == "int8" else epochs, distill=method != "int8",
+                                    out=folder)
+        return {**report.to_dict(), f"batch{BATCH}": _batch_comparison(model, folder, method)}
+
+    return cached_run(folder / "benchmark_row.json", run)
 
 
 def _batch_comparison(model: str, folder: Path, method: str) -> dict[str, Any]:

@@ -15,7 +15,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -24,18 +23,9 @@ from common import markdown_table, write_results
 from devicefit.compression import Int8Config, TimingProtocol, compare_models, export_compressed, fake_quantize
 from devicefit.hardware.measure import export_onnx
 from devicefit.models import get_model
-from devicefit.models.evaluate import calibration_batch, load_images
+from devicefit.models.evaluate import calibration_batch, evaluate_onnx_accuracy, load_images
 
 NAME = "compress_int8"
-
-
-def _accuracy(onnx_model: str | bytes, x: torch.Tensor, y: np.ndarray) -> float:
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(onnx_model, providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
-    out = np.concatenate([session.run(None, {name: x[i:i + 1].numpy()})[0] for i in range(len(x))])
-    return 100.0 * float((out.argmax(1) == y).mean())
 
 
 def main() -> None:
@@ -48,7 +38,7 @@ def main() -> None:
     path = Path(tempfile.mkdtemp()) / "resnet20_int8.onnx"
     int8_bytes = export_compressed(model, example, path, int8=Int8Config(calibration))
     fp32 = export_onnx(model, example)
-    acc = {"fp32": _accuracy(fp32, x, test.y), "int8": _accuracy(str(path), x, test.y)}
+    acc = {"fp32": evaluate_onnx_accuracy(fp32, test), "int8": evaluate_onnx_accuracy(path, test)}
     with torch.no_grad():
         fq = fake_quantize(model, calibration.split(64))
         acc["fake-quant (torch)"] = 100.0 * float((fq(x).argmax(1).numpy() == test.y).mean())

@@ -17,16 +17,14 @@ recovered the same way.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS_DIR, markdown_table, write_results
+from common import RESULTS_DIR, cached_run, markdown_table, write_results
 
 import devicefit
 
@@ -57,15 +55,9 @@ def ratio_for(model: torch.nn.Module, method: str, metric: str, fraction: float)
 
 def one(name: str, weights: Path, method: str, ratio: float, epochs: float) -> dict[str, Any]:
     folder = RUNS / f"{name}-{method}-{ratio}-e{epochs}"
-    row = folder / "benchmark_row.json"
-    if row.exists():
-        return json.loads(row.read_text())
-    start = time.perf_counter()
-    report = devicefit.compress(name, method=method, ratio=ratio, weights=weights, finetune_epochs=epochs,
-                                distill=True, lr=0.05, out=folder, progress=False)
-    data = {**report.to_dict(), "wall_s": time.perf_counter() - start}
-    row.write_text(json.dumps(data, indent=1))
-    return data
+    return cached_run(folder / "benchmark_row.json", lambda: devicefit.compress(
+        name, method=method, ratio=ratio, weights=weights, finetune_epochs=epochs, distill=True, lr=0.05,
+        out=folder, progress=False).to_dict())
 
 
 def main() -> None:
