@@ -200,7 +200,7 @@ def compress(
         if not isinstance(policy, Policy):
             raise InputError(f"policy must be a devicefit Policy, got {type(policy).__name__}")
         tags = {a.tag for a in policy.values()} - {"keep"}
-        if tags - {method_action(method, None if method == "int8" else 0.5).tag}:
+        if tags - {method}:  # every method is named by the tag of its action
             raise InputError(f"the policy's actions ({', '.join(sorted(tags))}) are not the method {method!r}")
     action = method_action(method, ratio, round_to) if policy is None else None
     if isinstance(model, str):

@@ -97,14 +97,13 @@ class PolicySpace(MutableSpace[Ratios], CategoricalSpace[Ratios]):
             raise InputError(f"policy search prunes channels by a data-free importance "
                              f"({', '.join(DATA_FREE_IMPORTANCES)}), so that a policy alone decides the model; got "
                              f"{importance!r}")
-        tag = {"lowrank": "lowrank", "channel": "channel", "unstructured": "unstructured"}[method]
         info = analyze_layers(self._model, self._example)
         wanted = None if layers is None else set(layers)
         if wanted is not None:
             missing = sorted(wanted - {i.name for i in info})
             if missing:
                 raise InputError(f"layers {', '.join(missing[:5])} are not compressible layers of the model")
-        eligible = [i for i in info if tag in i.supports and (wanted is None or i.name in wanted)]
+        eligible = [i for i in info if method in i.supports and (wanted is None or i.name in wanted)]
         if method == "channel":
             groups: dict[int, list[str]] = {}
             for i in eligible:
