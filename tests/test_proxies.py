@@ -180,6 +180,15 @@ def test_compute_proxies_leaves_the_model_as_it_was() -> None:
     assert all(p.grad is None for p in net.parameters())
 
 
+def test_scratch_network_gives_the_same_scores_without_the_copy() -> None:
+    x, y = torch.randn(6, 3, 16, 16), torch.randint(0, 10, (6,))
+    kept = compute_proxies(_tiny_nb201(), x, y)
+    scratch_net = _tiny_nb201()
+    scratch = compute_proxies(scratch_net, x, y, scratch=True)
+    assert {n: r.score for n, r in scratch.results.items()} == {n: r.score for n, r in kept.results.items()}
+    assert next(scratch_net.parameters()).dtype == torch.float64  # scored in place: the network is spent
+
+
 def test_shared_pass_gives_the_same_scores_as_each_proxy_alone() -> None:
     net = _tiny_nb201()
     x, y = torch.randn(6, 3, 16, 16), torch.randint(0, 10, (6,))

@@ -38,13 +38,16 @@ def compute_proxies(
     inputs: torch.Tensor,
     targets: torch.Tensor,
     names: list[str] | tuple[str, ...] = tuple(PROXIES),
+    *,
+    scratch: bool = False,
 ) -> ProxyScores:
     """Compute the proxies ``names`` of ``model`` on one minibatch ``inputs`` (N, ...) with labels ``targets``.
 
     gradient proxies share one forward (see :mod:`.gradient_pass`); synflow runs on a BN-free float64
     copy with an all-ones input (the batch only gives the input shape); params and flops need no data.
-    The model is left as it was (mode, buffers, gradients). An exception inside a pass is reported as
-    the failure of that pass's proxies, with the reason.
+    The model is left as it was (mode, buffers, gradients), unless ``scratch`` says it is a throwaway network:
+    then synflow, run last, works on it in place instead of on a copy. An exception inside a pass is reported
+    as the failure of that pass's proxies, with the reason.
     """
     names = check_proxy_names(list(names))
     if not isinstance(model, nn.Module):
@@ -67,14 +70,14 @@ def compute_proxies(
         except RuntimeError as exc:
             results.update({n: ProxyResult.failed(n, f"{n} failed: {exc}") for n in grad_names})
         seconds["gradient"] = time.perf_counter() - t
-    if "synflow" in names:
-        t = time.perf_counter()
-        results["synflow"] = synflow(model, shape)
-        seconds["synflow"] = time.perf_counter() - t
     if "params" in names:
         results["params"] = params(model)
     if "flops" in names:
         t = time.perf_counter()
         results["flops"] = flops(model, shape)
         seconds["flops"] = time.perf_counter() - t
+    if "synflow" in names:  # last: on a scratch network it changes the model (BN removed, |weights|, float64)
+        t = time.perf_counter()
+        results["synflow"] = synflow(model, shape, copy_model=not scratch)
+        seconds["synflow"] = time.perf_counter() - t
     return ProxyScores({n: results[n] for n in names}, seconds)

@@ -33,10 +33,13 @@ def _without_batchnorm(module: nn.Module) -> None:
             _without_batchnorm(child)
 
 
-def synflow(model: nn.Module, input_shape: tuple[int, ...] | torch.Size) -> ProxyResult:
-    """SynFlow of ``model`` for inputs of per-example shape ``input_shape`` (e.g. (3, 32, 32))."""
+def synflow(model: nn.Module, input_shape: tuple[int, ...] | torch.Size, *, copy_model: bool = True) -> ProxyResult:
+    """SynFlow of ``model`` for inputs of per-example shape ``input_shape`` (e.g. (3, 32, 32)).
+
+    ``copy_model=False`` scores ``model`` itself and leaves it changed (no BN, float64, absolute values): for
+    a network built only to be scored, where the copy would cost more than the pass."""
     try:
-        net = copy.deepcopy(model)
+        net = copy.deepcopy(model) if copy_model else model
     except Exception as exc:
         return ProxyResult.failed("synflow", f"synflow failed: cannot copy the model ({exc})")
     _without_batchnorm(net)

@@ -172,7 +172,7 @@ class ZeroCostProxies(Estimator):
             _nb201_only(space, "the zc_reference network variant")
             add_cell_conv_biases(net)
         x, y = self._pool.sample(np.random.default_rng(seed), self.batch_size)
-        scores = compute_proxies(net, x, y, self.proxies)
+        scores = compute_proxies(net, x, y, self.proxies, scratch=True)  # net is ours
         return scores.to_record()
 
 
