@@ -144,6 +144,21 @@ def test_reinforce_warm_up_and_move_reach_the_optimum_sooner() -> None:
     assert mean_to_optimum(move=True) < plain
 
 
+def test_reinforce_warm_up_informs_the_policy_without_saturating_it() -> None:
+    space = BitSpace(10)
+    rng = random.Random("warm-up")
+    pool = [space.sample(rng) for _ in range(3000)]  # the benchmark's warm-up size
+    s = ReinforceSearch(space, seed=0)
+    s.warm_up(pool, [WEIGHTED.evaluate(space, c)["value"] for c in pool])  # a perfect proxy
+    probs = s.probabilities()
+    assert s.most_likely() == tuple([1] * 10)  # it learnt the proxy's favourite
+    # bounded by warmup_span: the objective can still move it (the search's own lr saturates it at 3000 steps)
+    assert all(0.003 < p < 0.997 for row in probs for p in row), probs
+    saturated = ReinforceSearch(space, seed=0, warmup_span=1500.0)  # lr 0.5 over 3000 updates: the old warm-up
+    saturated.warm_up(pool, [WEIGHTED.evaluate(space, c)["value"] for c in pool])
+    assert min(p for row in saturated.probabilities() for p in row) < 1e-6
+
+
 @pytest.mark.parametrize("name", variants("reinforce", "optuna-tpe"))
 def test_exhausted_space_ends_the_study(tmp_path: Path, name: str) -> None:
     space = BitSpace(3)  # 8 candidates

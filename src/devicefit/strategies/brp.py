@@ -16,7 +16,9 @@ of ``budget`` evaluations (eagle's ``training_points: 100`` for NAS-Bench-201) i
   ... of the pool; round 0 after a warm-up uses the top half, as eagle's ``2 ** (i or 1)``);
 - after the budget (round ``i >= iterations``): the predictor is trained once more on all results and
   every later round asks the ``m`` best-ranked candidates not asked yet. eagle stops there and walks down
-  that final ranking (``retrain=False``); by default (``retrain=True``) every later round retrains first.
+  that final ranking (``retrain=False``); by default (``retrain=True``) every later round first continues
+  training the predictor on all results for ``epochs / iterations`` epochs (one round's increment: the
+  weights carry over, so a full run per round would spend 5x the time for the same fit).
 
 The pool: the ``pool`` given (candidates or their JSON), else every candidate when the space is
 categorical with at most ``pool_size`` candidates (all 15,625 NB201 cells), else ``pool_size`` samples
@@ -216,7 +218,8 @@ class BRPSearch(Strategy[C]):
                 self._train(*self._pretraining_set(), self.epochs, "warm-up")
             if len(self.history) > self.trained_on and (self.retrain or i <= self.iterations):
                 runs = sum(t["data"] == "history" for t in self.trainings)
-                epochs = math.ceil(self.epochs * min(runs + 1, self.iterations) / self.iterations)
+                share = 1 if i > self.iterations else min(runs + 1, self.iterations)  # after the budget: a top-up
+                epochs = math.ceil(self.epochs * share / self.iterations)
                 self._train([c for c, _ in self.history], [f for _, f in self.history], epochs, "history")
             if not self.trainings:
                 pool = [c for c in self._get_pool() if self.space.key(c) not in self.seen]

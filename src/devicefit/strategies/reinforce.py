@@ -27,9 +27,16 @@ What the ask/tell loop changes, and the choices made here:
 - Zero-cost warm-up ("pre-train the controller with zero-cost scores as rewards"): one update per warm-up
   candidate, in the order given, with reward = the percentile rank of its proxy score x 100 (0 for the
   lowest, 100 for the highest, tied scores share their mean rank, a NaN score ranks lowest). Ranks make it
-  free of the proxy's scale (synflow spans orders of magnitude). The logits keep what warm-up taught;
-  Adam's moments, the baseline and the penalty are reset afterwards, because the objective's rewards have
-  another scale.
+  free of the proxy's scale (synflow spans orders of magnitude). The warm-up's learning rate is
+  ``warmup_span / N`` for N warm-up candidates: an Adam step moves a logit by at most about its learning
+  rate, so pre-training moves each logit by at most ``warmup_span`` (default 5: odds of at most ~150:1
+  between two options) however many candidates it sees. At the search's own rate (0.5) 3,000 updates
+  saturate the softmax on the proxy's favourite cell, after which the policy cannot learn from the
+  objective and only the distinct-candidate fallback explores: that made REINFORCE with warm-up *worse*
+  than without (``benchmarks/search_nb201.py``; spans 3 to 8 all helped, tried with NASWOT scores from
+  the table, then measured with synflow in the benchmark). The logits keep what warm-up taught; Adam's
+  moments, the baseline and the penalty are reset afterwards, because the objective's rewards have another
+  scale.
 - Zero-cost move: with a scorer (the study sets one when ``move=True``), each ask draws ``move_samples``
   distinct unseen policy samples (default 10, close to the cost of evolution's move on NB201, which scores
   24 neighbours) and returns the one with the best proxy score (ties: the first drawn).
@@ -92,7 +99,7 @@ class ReinforceSearch(Strategy[C]):
     name = "reinforce"
 
     def __init__(self, space: CategoricalSpace[C], seed: int = 0, lr: float = 0.5, ema_momentum: float = 0.9,
-                 move_samples: int = 10) -> None:
+                 move_samples: int = 10, warmup_span: float = 5.0) -> None:
         if not isinstance(space, CategoricalSpace):
             raise InputError(f"reinforce needs a categorical space (a fixed sequence of decisions); "
                              f"{getattr(space, 'name', space)!r} is not one")
@@ -103,11 +110,15 @@ class ReinforceSearch(Strategy[C]):
             raise InputError(f"reinforce ema_momentum must be in [0, 1), got {ema_momentum!r}")
         if isinstance(move_samples, bool) or not isinstance(move_samples, int) or move_samples < 1:
             raise InputError(f"reinforce move_samples must be a positive integer, got {move_samples!r}")
+        if (isinstance(warmup_span, bool) or not isinstance(warmup_span, (int, float))
+                or not math.isfinite(warmup_span) or warmup_span <= 0):
+            raise InputError(f"reinforce warmup_span must be a positive number, got {warmup_span!r}")
         choices = tuple(space.choices)
         if not choices or any(isinstance(k, bool) or not isinstance(k, int) or k < 1 for k in choices):
             raise InputError(f"space {space.name!r}: every decision needs at least one option, got {choices}")
         super().__init__(space, seed)
         self.lr, self.ema_momentum, self.move_samples = float(lr), float(ema_momentum), move_samples
+        self.warmup_span = float(warmup_span)
         self.choices = choices
         width = max(choices)
         self._valid = np.arange(width)[None, :] < np.array(choices)[:, None]
@@ -225,8 +236,12 @@ class ReinforceSearch(Strategy[C]):
             raise InputError(f"warm-up got {len(candidates)} candidates but {len(scores)} scores")
         if not candidates:
             return
-        for c, reward in zip(candidates, percentile_ranks([_rankable(s) for s in scores])):
-            self._update(self.space.to_choices(c), reward)
+        lr, self.lr = self.lr, self.warmup_span / len(candidates)
+        try:
+            for c, reward in zip(candidates, percentile_ranks([_rankable(s) for s in scores])):
+                self._update(self.space.to_choices(c), reward)
+        finally:
+            self.lr = lr
         self._reset_learning()
 
     # -- state --------------------------------------------------------------------------------------------

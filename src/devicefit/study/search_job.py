@@ -168,7 +168,8 @@ def search(
     if move and strategy == "evolution":
         options.setdefault("move", True)
     if strategy == "brp":
-        options.setdefault("budget", budget)  # the paper's M: rounds of budget // iterations
+        # the paper's M (rounds of M // iterations): eagle's 100 for NB201, or the whole budget when smaller
+        options.setdefault("budget", min(budget, 100))
     strat = make_strategy(strategy, sp, seed=seed, **options)
     initial = getattr(strat, "population_size", 0)
     if budget < initial:
