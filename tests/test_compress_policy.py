@@ -255,3 +255,23 @@ def test_bad_policies_fail_before_any_change() -> None:
         apply_policy(net, Policy({"a1": LowRank(0.5)}), torch.zeros(2, 5, 10, 10))
     with pytest.raises(InputError, match="policy must be a devicefit Policy"):
         apply_policy(net, {"a1": Keep()}, x)  # type: ignore[arg-type]
+
+
+def test_weight_bits_rounds_to_symmetric_levels_keeps_zeros_and_matches_int8_at_8_bits() -> None:
+    from devicefit.compression import WeightBits
+    from devicefit.compression.bits import quantize_to_bits
+    from devicefit.compression.int8 import quantize_weight
+
+    torch.manual_seed(0)
+    w = torch.randn(6, 4, 3, 3)
+    w[0, 0] = 0.0
+    for bits in (2, 3, 4):
+        q = quantize_to_bits(w, bits)
+        for row in q.reshape(6, -1):
+            assert len(torch.unique(row)) <= 2 ** bits - 1  # levels -qmax..qmax
+        assert torch.all(q[0, 0] == 0)
+        assert (q - w).abs().max() <= w.abs().max() / (2 ** (bits - 1) - 1) / 2 + 1e-6
+    assert torch.allclose(quantize_to_bits(w, 8), quantize_weight(w, per_channel=True), atol=1e-6)
+    with pytest.raises(InputError, match="WeightBits.bits"):
+        WeightBits(bits=1)
+    assert WeightBits(bits=3) == Policy.from_json(Policy({"a": WeightBits(bits=3)}).to_json())["a"]

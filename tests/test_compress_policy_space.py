@@ -85,3 +85,17 @@ def test_energy_budgets_equal_the_energy_models_count(name: str, method: str, da
         built = energy.model_energy(sp.build(c), sp.example_input, sparse=method == "unstructured").total_mj
         assert sp.cost(c)["energy_mj"] == pytest.approx(built, rel=1e-12)
         assert sp.cost(c)["energy_mj"] < sp.original_cost["energy_mj"]
+
+
+def test_bit_width_budgets_equal_the_applied_policys_cost() -> None:
+    from devicefit.compression import apply_policy
+
+    sp = _space("lenet5", "bits")
+    assert sp.ratios[0] == 2 / 32 and sp.policy(sp.uniform(4 / 32))[sp.decisions[0][0]].bits == 4
+    rng = random.Random(2)
+    for c in [sp.sample(rng) for _ in range(3)] + [sp.uniform(2 / 32), sp.uniform(1.0)]:
+        applied = apply_policy(sp.model, sp.policy(c), sp.example_input)
+        assert sp.cost(c) == {k: applied.cost[k] for k in sp.metrics}, c
+    two = sp.cost(sp.uniform(2 / 32))
+    assert two["params"] == sp.original_cost["params"] and two["macs"] == sp.original_cost["macs"]
+    assert two["bytes"] < sp.original_cost["bytes"] / 10  # 2-bit weights; the float biases stay

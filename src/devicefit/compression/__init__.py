@@ -1,8 +1,8 @@
 """Compression of a trained model: per-layer policies, transforms, recovery training, int8, export.
 
 A **policy** is plain data: layer name -> action (``LowRank``, ``ChannelPrune``, ``Unstructured``, ``Block``,
-``Pattern``, ``Int8``, ``Keep``), frozen dataclasses that round-trip through JSON; a layer is a module name or
-one LSTM/GRU matrix (``rnn.weight_hh_l0``). ``apply_policy(model,
+``Pattern``, ``Int8``, ``WeightBits``, ``Keep``), frozen dataclasses that round-trip through JSON; a layer is a
+module name or one LSTM/GRU matrix (``rnn.weight_hh_l0``). ``apply_policy(model,
 policy, example_input)`` returns the compressed model, a replayable history and its exact cost; each
 transform is one file that registers the action it implements. Masks are ``torch.nn.utils.prune`` masks, so
 they are kept through training by construction and ``finalize`` bakes them.
@@ -26,6 +26,7 @@ _EXPORTS: dict[str, str] = {
     "LowRank": "policy",
     "Pattern": "policy",
     "Unstructured": "policy",
+    "WeightBits": "policy",
     "Policy": "policy",
     # analysis.py: compressible layers, their share of MACs and params, coupled channel groups
     "LayerInfo": "analysis",

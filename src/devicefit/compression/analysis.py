@@ -41,8 +41,8 @@ from ..errors import InputError
 
 RNN_TYPES: tuple[type[nn.Module], ...] = (nn.LSTM, nn.GRU)
 #: Actions by layer kind (a grouped conv is not factorised; patterns need 3x3 kernels).
-_CONV_ACTIONS = ("keep", "lowrank", "channel", "unstructured", "block", "pattern", "int8")
-_LINEAR_ACTIONS = ("keep", "lowrank", "channel", "unstructured", "block", "int8")
+_CONV_ACTIONS = ("keep", "lowrank", "channel", "unstructured", "block", "pattern", "int8", "bits")
+_LINEAR_ACTIONS = ("keep", "lowrank", "channel", "unstructured", "block", "int8", "bits")
 _RNN_MATRIX_ACTIONS = ("keep", "lowrank", "unstructured", "block")
 _RNN_MODULE_ACTIONS = ("keep", "lowrank", "unstructured", "block", "int8")
 

@@ -31,8 +31,6 @@ channels removed are taken from the record, so a data-driven choice replays with
 from __future__ import annotations
 
 import copy as copy_module
-import importlib
-import importlib.util
 import inspect
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -56,10 +54,7 @@ _EXTRAS = ("example_input", "data", "recorded")
 
 
 def _load_transforms() -> None:
-    from . import channel, lowrank, masks  # noqa: F401  # importing registers them
-
-    if importlib.util.find_spec(f"{__package__}.int8") is not None:  # int8 registers Int8 (engineer C's file)
-        importlib.import_module(f"{__package__}.int8")
+    from . import bits, channel, int8, lowrank, masks  # noqa: F401  # importing registers them
 
 
 @dataclass
@@ -256,14 +251,18 @@ def _channel_groups(model: nn.Module, policy: Policy, example: torch.Tensor, dat
 def compressed_cost(model: nn.Module, example_input: torch.Tensor,
                     history: Sequence[dict[str, Any]] = ()) -> dict[str, Any]:
     """:func:`~devicefit.hardware.count_model` of ``model`` on ``example_input``'s shape (its fields), plus the
-    weight bytes at each layer's precision: ``bytes`` (every stored weight; 1 byte in the layers the history
-    quantised to int8, 4 elsewhere), ``bytes_nonzero`` (the non-zero ones, as a sparse format would store
-    them), and the same at fp32 (``bytes_fp32``, ``bytes_nonzero_fp32``)."""
+    weight bytes at each layer's precision: ``bytes`` (every stored weight: 1 byte in the layers the history
+    quantised to int8, ``bits / 8`` for the weights of a ``WeightBits`` layer, whole bytes per tensor, 4
+    elsewhere), ``bytes_nonzero`` (the non-zero ones, as a sparse format would store them), and the same at fp32
+    (``bytes_fp32``, ``bytes_nonzero_fp32``)."""
     from ..hardware import count_model
+    from .bits import weight_bytes
 
     cost = count_model(model, tuple(example_input.shape[1:]), batch_size=int(example_input.shape[0])).to_dict()
     int8 = [h["module"] for h in history if h.get("action", {}).get("action") == "int8"]
+    narrow = {h["module"]: int(h["action"]["bits"]) for h in history if h.get("action", {}).get("action") == "bits"}
     total = nonzero = total_q = nonzero_q = 0
+    stored = stored_nonzero = 0
     with torch.no_grad():
         for mname, module in model.named_modules():
             quantised = any(mname == q or mname.startswith(q + ".") for q in int8)
@@ -274,8 +273,14 @@ def compressed_cost(model: nn.Module, example_input: torch.Tensor,
                 total, nonzero = total + n, nonzero + nz
                 if quantised:
                     total_q, nonzero_q = total_q + n, nonzero_q + nz
-    cost.update({"bytes": 4 * total - 3 * total_q, "bytes_nonzero": 4 * nonzero - 3 * nonzero_q,
-                 "bytes_fp32": 4 * total, "bytes_nonzero_fp32": 4 * nonzero, "int8_params": total_q})
+                    stored, stored_nonzero = stored + n, stored_nonzero + nz
+                elif mname in narrow and pname in ("weight", "weight_orig"):
+                    stored += weight_bytes(n, narrow[mname])
+                    stored_nonzero += weight_bytes(nz, narrow[mname])
+                else:
+                    stored, stored_nonzero = stored + 4 * n, stored_nonzero + 4 * nz
+    cost.update({"bytes": stored, "bytes_nonzero": stored_nonzero, "bytes_fp32": 4 * total,
+                 "bytes_nonzero_fp32": 4 * nonzero, "int8_params": total_q})
     return cost
 
 

@@ -175,8 +175,26 @@ class Int8(Action):
             raise InputError(f"Int8.per_channel must be true or false, got {self.per_channel!r}")
 
 
+@dataclass(frozen=True)
+class WeightBits(Action):
+    """Weight-only quantization to ``bits`` (2..8) per weight: symmetric, uniform, per output channel (or per
+    tensor), each weight replaced by its nearest level (``2**(bits-1) - 1`` levels each side of 0; zeros stay
+    zero, so masks survive) and stored at ``bits`` bits; biases stay float32. The storage side of mixed
+    precision (the per-layer bit widths that policy search chooses); it runs in float, so it saves size, not
+    time (for a faster int8 model use ``Int8``)."""
+
+    bits: int = 4
+    per_channel: bool = True
+    tag: ClassVar[str] = "bits"
+
+    def __post_init__(self) -> None:
+        _integer(self.bits, "WeightBits.bits", 2, 8)
+        if not isinstance(self.per_channel, bool):
+            raise InputError(f"WeightBits.per_channel must be true or false, got {self.per_channel!r}")
+
+
 ACTIONS: dict[str, type[Action]] = {a.tag: a for a in (Keep, LowRank, ChannelPrune, Unstructured, Block, Pattern,
-                                                       Int8)}
+                                                       Int8, WeightBits)}
 
 
 def action_from_dict(data: Any, where: str = "action") -> Action:

@@ -1,7 +1,9 @@
 """The per-layer policy space of one trained model: what AutoML compression searches (ShrinkML, AMC, AIMET).
 
 A candidate is one kept ratio per **decision**, each from the space's ``ratios``: per compressible layer for
-``lowrank`` (rank fraction; ShrinkML, arXiv 1907.03540) and ``unstructured`` (1 - sparsity), per coupled
+``lowrank`` (rank fraction; ShrinkML, arXiv 1907.03540), ``unstructured`` (1 - sparsity) and ``bits`` (the
+weights' bit width / 32, 2..8 bits: mixed precision, HAQ arXiv 1811.08886; :class:`~.policy.WeightBits`), per
+coupled
 channel group for ``channel`` (channels kept; AMC, He et al. 2018: the layers whose output channels are
 added together are one decision, so every policy is prunable). Ratio 1.0 leaves the layer as it is.
 :meth:`PolicySpace.policy` turns a candidate into the :class:`~devicefit.compression.Policy` that
@@ -17,9 +19,10 @@ its evaluations by :meth:`PolicySpace.settings`, which include a hash of the mod
 weight bytes of one sample, equal to what :func:`~devicefit.compression.compressed_cost` counts on the
 compressed model:
 
-- ``lowrank``, ``unstructured``: a layer's transform changes that layer only, so the cost is the original's
-  plus, per layer, the change its ratio makes; the changes are measured once per layer and ratio (one
-  uniformly compressed copy per ratio, split per layer by :func:`~devicefit.compression.analysis.layer_costs`);
+- ``lowrank``, ``unstructured``, ``bits``: a layer's transform changes that layer only, so the cost is the
+  original's plus, per layer, the change its ratio makes; the changes are measured once per layer and ratio (one
+  uniformly compressed copy per ratio, split per layer by :func:`~devicefit.compression.analysis.layer_costs`;
+  for ``bits`` only the bytes change: the layer's weights at ``bits`` bits, as ``compressed_cost`` counts them);
 - ``channel``: a layer's cost is bilinear in the channels kept by the group of its inputs and the group of its
   outputs (ECC's bilinear form, arXiv 1812.01803, exact here for counts): a Conv2d costs ``H_out W_out k_h k_w
   c_in c_out / groups`` MACs and ``k_h k_w c_in c_out / groups (+ c_out)`` parameters, a Linear ``c_in c_out``
@@ -42,15 +45,16 @@ from torch import nn
 
 from ..errors import InputError
 from ..spaces.base import CategoricalSpace, MutableSpace
-from .policy import Action, ChannelPrune, LowRank, Policy, Unstructured
+from .policy import Action, ChannelPrune, LowRank, Policy, Unstructured, WeightBits
 
 #: The methods whose per-layer settings this space searches.
-POLICY_METHODS = ("lowrank", "channel", "unstructured")
-#: Default kept ratios per decision (1.0: the layer as it is).
+POLICY_METHODS = ("lowrank", "channel", "unstructured", "bits")
+#: Default kept ratios per decision (1.0: the layer as it is). ``bits``: the weight's bit width / 32.
 DEFAULT_RATIOS: dict[str, tuple[float, ...]] = {
     "lowrank": (0.125, 0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 1.0),
     "channel": (0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 1.0),
     "unstructured": (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0),
+    "bits": (2 / 32, 3 / 32, 4 / 32, 5 / 32, 6 / 32, 8 / 32, 1.0),
 }
 #: Channel importances that need no data (a policy then decides the compressed model by itself).
 DATA_FREE_IMPORTANCES = ("l1", "l2", "bn_scale")
@@ -209,6 +213,8 @@ class PolicySpace(MutableSpace[Ratios], CategoricalSpace[Ratios]):
             return LowRank(rank_fraction=ratio)
         if self.method == "channel":
             return ChannelPrune(keep=ratio, importance=self.importance)
+        if self.method == "bits":
+            return WeightBits(bits=round(32 * ratio))
         return Unstructured(sparsity=round(1.0 - ratio, 10))
 
     def _check(self, candidate: Any) -> Ratios:
@@ -258,6 +264,9 @@ class _AdditiveCost:
             for n in names:
                 d = {k: after[n][k] - before[n][k] for k in ("macs", "params", "nonzero_params")}
                 self.delta[n, r] = {**d, "bytes": 4 * d["params"], "bytes_nonzero": 4 * d["nonzero_params"]}
+                if space.method == "bits":  # same counts, fewer bits per weight
+                    self.delta[n, r].update(_narrowed_bytes(model.get_submodule(n), compressed.get_submodule(n),
+                                                            round(32 * r)))
             if energy is not None:
                 e_after = _energies(energy, compressed, example, names, sparse=True)
                 for n in names:
@@ -368,6 +377,16 @@ class _ChannelCost:
                 for g, r in zip(self.decision_group, candidate) if r < 1.0}
         cost = self._modules_cost(kept)
         return {k: self.constant[k] + cost[k] for k in cost}
+
+
+def _narrowed_bytes(module: nn.Module, quantized: nn.Module, bits: int) -> dict[str, int]:
+    """The change of ``bytes`` / ``bytes_nonzero`` when ``module``'s weight is stored at ``bits`` bits, as
+    ``quantized`` (weights that round to 0 are zeros then)."""
+    from .bits import weight_bytes
+
+    n, nz = module.weight.numel(), int(torch.count_nonzero(module.weight))
+    nz_after = int(torch.count_nonzero(quantized.weight))
+    return {"bytes": weight_bytes(n, bits) - 4 * n, "bytes_nonzero": weight_bytes(nz_after, bits) - 4 * nz}
 
 
 def _energies(energy: Any, model: nn.Module, example: torch.Tensor, names: Sequence[str], sparse: bool
