@@ -286,6 +286,7 @@ def _reaches_output(ops: tuple[int, ...]) -> bool:
     return NUM_NODES - 1 in reached
 
 
+@functools.lru_cache(maxsize=NUM_CELLS)  # 15,625 strings: searches ask for keys all the time
 def canonical_key(ops: tuple[int, ...]) -> str:
     """Isomorphism-aware key of a cell, exactly NB201's ``CellStructure.to_unique_str(consider_zero=True)``.
 
