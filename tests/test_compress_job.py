@@ -145,3 +145,23 @@ def _resized(data):  # type: ignore[no-untyped-def]
     from devicefit.models import TensorData
 
     return TensorData(data.x[:, :, :4, :4], data.y, "smaller images")
+
+
+def test_bits_method_takes_k_over_32_and_no_recovery() -> None:
+    from torch import nn
+
+    import devicefit
+    from devicefit.compression import WeightBits, method_action
+    from devicefit.errors import InputError
+
+    assert method_action("bits", 0.125) == WeightBits(bits=4)
+    assert method_action("bits", 2 / 32) == WeightBits(bits=2)
+    for bad in (0.1, 1 / 32, 0.5):
+        with pytest.raises(InputError, match="ratio must be k / 32"):
+            method_action("bits", bad)
+    from devicefit.models import TensorData
+
+    data = TensorData(torch.randn(8, 4), torch.zeros(8, dtype=torch.int64))
+    with pytest.raises(InputError, match="bits is post-training"):
+        devicefit.compress(nn.Sequential(nn.Linear(4, 2)), method="bits", ratio=0.25, finetune_epochs=1,
+                           data=(data, data))

@@ -72,11 +72,12 @@ def _searched_policy(net, dataset, shape, method, ratio, targets, device, search
 @clean_errors
 def compress_command(
     model: str = ModelArgument,
-    method: Literal["lowrank", "channel", "unstructured", "block", "pattern", "int8"] = typer.Option(
+    method: Literal["lowrank", "channel", "unstructured", "block", "pattern", "int8", "bits"] = typer.Option(
         ..., "--method", help="Compression method."),
     ratio: float = typer.Option(None, "--ratio", help="Fraction kept in each layer: rank fraction (lowrank), "
                                 "channels (channel), 1 - sparsity (unstructured, block), 3x3 kernels kept "
-                                "(pattern: each keeps 4 of 9 weights). int8 takes none."),
+                                "(pattern: each keeps 4 of 9 weights), bits / 32 (bits: 0.125 = 4-bit weights). "
+                                "int8 takes none."),
     out: Path = typer.Option(..., "--out", help="Output folder: policy, history, weights, ONNX, report (Markdown "
                              "and HTML with the per-layer plot)."),
     weights: Path = WeightsOption,

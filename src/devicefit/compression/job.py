@@ -20,7 +20,8 @@ per-layer plot, as ``devicefit compress`` does).
 ``channel`` (coupled layers pruned together through Torch-Pruning; ``round_to=8`` keeps multiples of 8, the
 widths CPU kernels block by), ``1 - sparsity`` for ``unstructured`` and
 ``block``, the 3x3 kernels kept for ``pattern`` (PatDNN: each kept kernel keeps 4 of its 9 weights, so
-``pattern`` at ratio 1.0 keeps 4/9 of the 3x3 weights). ``int8`` takes no ratio: post-training quantization
+``pattern`` at ratio 1.0 keeps 4/9 of the 3x3 weights), bits / 32 for ``bits`` (weights stored at 2..8 bits,
+post-training, no recovery: 0.125 is 4 bits). ``int8`` takes no ratio: post-training quantization
 by ONNX Runtime (per-channel int8 weights, activations calibrated on the lossless calibration images); its
 accuracy is measured on the int8 ONNX model itself (``accuracy["deployed"]``), beside the fake-quant estimate
 in PyTorch (``accuracy["compressed"]``).
@@ -41,9 +42,9 @@ from .._files import torch_save_atomic, write_atomic
 from ..errors import InputError
 from .apply import apply_policy, compressed_cost, finalize
 from .bn import recalibrate_batchnorm
-from .policy import Action, Block, ChannelPrune, Int8, LowRank, Pattern, Policy, Unstructured
+from .policy import Action, Block, ChannelPrune, Int8, LowRank, Pattern, Policy, Unstructured, WeightBits
 
-METHODS = ("lowrank", "channel", "unstructured", "block", "pattern", "int8")
+METHODS = ("lowrank", "channel", "unstructured", "block", "pattern", "int8", "bits")
 #: Calibration images of the int8 activations (the lossless CIFAR-10 batch has 960).
 INT8_CALIBRATION_IMAGES = 960
 
@@ -64,6 +65,12 @@ def method_action(method: str, ratio: float | None, round_to: int = 1) -> Action
     if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0.0 < ratio <= 1.0:
         raise InputError(f"ratio is the fraction kept in each layer, a number in (0, 1]; got {ratio!r}")
     removed = 0.0 if ratio == 1.0 else 1.0 - float(ratio)
+    if method == "bits":
+        bits = 32 * float(ratio)
+        if bits != round(bits) or not 2 <= bits <= 8:
+            raise InputError(f"bits keeps the weights at bits / 32 of their size: ratio must be k / 32 for k bits, "
+                             f"k in 2..8 (0.125 = 4 bits), got {ratio!r}")
+        return WeightBits(bits=round(bits))
     if method == "lowrank":
         return LowRank(rank_fraction=float(ratio))
     if method == "channel":
@@ -224,6 +231,10 @@ def compress(
     if method == "int8" and finetune_epochs:
         raise InputError("int8 here is post-training quantization (ONNX Runtime, calibrated); recovery training "
                          "is for the other methods: leave finetune_epochs at 0")
+    if method == "bits" and finetune_epochs:
+        raise InputError("bits is post-training weight quantization: recovery training would move the weights off "
+                         "their levels; leave finetune_epochs at 0 (quantization-aware training is the joint "
+                         "method's, devicefit.compression.compress_to_size)")
     original.eval()
     reference = original if baseline is None else baseline.eval()
     example = torch.zeros(1, *input_shape)
