@@ -197,8 +197,8 @@ def summarize(runs: list[dict[str, Any]], opt: float, tests: dict[str, list[floa
             "mean_run_seconds": statistics.fmean(secs) if secs else None}
 
 
-def run_dataset(dataset: str, runs: int, brp_runs: int, constrained_runs: int, constrained_too: bool,
-                only: list[str] | None, data: dict[str, Any], save: Any) -> None:
+def run_dataset(dataset: str, runs: int, brp_runs: int, constrained_runs: int, constrained_brp_runs: int,
+                constrained_too: bool, only: list[str] | None, data: dict[str, Any], save: Any) -> None:
     table = load_nb201_table(data_dir() / "nb201" / "nb201_accuracy.csv")
     space = get_space("nb201")
     settings = [False, True] if constrained_too else [False]
@@ -210,7 +210,12 @@ def run_dataset(dataset: str, runs: int, brp_runs: int, constrained_runs: int, c
         for config in configs(constrained):
             if only and config.label not in only:
                 continue
-            n = brp_runs if config.strategy == "brp" else constrained_runs if constrained else runs
+            if config.strategy == "brp":
+                n = constrained_brp_runs if constrained else brp_runs
+            else:
+                n = constrained_runs if constrained else runs
+            if n == 0:
+                continue
             done = []
             tests: dict[str, list[float]] = {c: [] for c in DATASETS[dataset][1]}
             for seed in range(n):
@@ -374,6 +379,7 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=100)
     ap.add_argument("--brp-runs", type=int, default=10, help="runs of the brp configs (a GCN trained per iteration)")
     ap.add_argument("--constrained-runs", type=int, default=None, help="runs of constrained configs (default: --runs)")
+    ap.add_argument("--constrained-brp-runs", type=int, default=3, help="runs of the constrained brp configs")
     ap.add_argument("--no-constrained", action="store_true", help="skip the latency-constrained setting")
     ap.add_argument("--precompute", action="store_true", help="synflow of all cells into each data set's store")
     ap.add_argument("--workers", type=int, default=2)
@@ -393,9 +399,18 @@ def main() -> None:
     for d in datasets:
         data["exact_random"][d] = exact_random_expectation(d)
 
-    def save() -> None:
-        figures = plot(data)
-        write_results(NAME, "Search strategies on NAS-Bench-201", markdown(data), {**data, "figures": figures})
+    def save() -> None:  # merged with what other processes (other data sets) wrote meanwhile
+        merged = json.loads(out.read_text()) if out.exists() else {}
+        merged.pop("machine", None)
+        merged.pop("figures", None)
+        for d in datasets:
+            if d in data:
+                merged[d] = data[d]
+        merged.setdefault("exact_random", {}).update(data["exact_random"])
+        if "overhead" in data:
+            merged["overhead"] = data["overhead"]
+        figures = plot(merged)
+        write_results(NAME, "Search strategies on NAS-Bench-201", markdown(merged), {**merged, "figures": figures})
 
     if args.overhead:
         data["overhead"] = overhead()
@@ -406,7 +421,8 @@ def main() -> None:
             continue
         for k in ("free", "constrained"):  # recomputed from the stores (runs already done are read back)
             data.get(d, {}).pop(k, None)
-        run_dataset(d, args.runs, args.brp_runs, args.constrained_runs or args.runs, not args.no_constrained,
+        run_dataset(d, args.runs, args.brp_runs, args.constrained_runs or args.runs, args.constrained_brp_runs,
+                    not args.no_constrained,
                     [x.strip() for x in args.only.split(",") if x.strip()] or None, data, save)
     save()
 
