@@ -99,3 +99,21 @@ def test_bit_width_budgets_equal_the_applied_policys_cost() -> None:
     two = sp.cost(sp.uniform(2 / 32))
     assert two["params"] == sp.original_cost["params"] and two["macs"] == sp.original_cost["macs"]
     assert two["bytes"] < sp.original_cost["bytes"] / 10  # 2-bit weights; the float biases stay
+
+
+def test_low_rank_candidates_reuse_each_layers_svd(monkeypatch: pytest.MonkeyPatch) -> None:
+    sp = _space("lenet5", "lowrank")
+    calls = []
+    real = torch.linalg.svd
+    monkeypatch.setattr(torch.linalg, "svd", lambda *a, **k: calls.append(1) or real(*a, **k))
+    first = sp.build(sp.uniform(0.25))
+    sp.build(sp.uniform(0.5))
+    sp.build(sp.sample(random.Random(3)))
+    assert len(calls) == 0  # the space's cost tables already decomposed every layer once
+    from devicefit.compression import LowRank, Policy, apply_policy
+
+    uncached = apply_policy(sp.model, Policy.uniform([d[0] for d in sp.decisions], LowRank(rank_fraction=0.25)),
+                            sp.example_input).model
+    assert len(calls) == len(sp.decisions)  # outside the cache every build decomposes again
+    x = torch.randn(2, *SHAPES["lenet5"])
+    assert torch.equal(first.eval()(x), uncached.eval()(x))

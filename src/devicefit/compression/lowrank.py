@@ -17,11 +17,16 @@
 
 The rank kept is ``max(1, round(rank_fraction * full_rank))``; at ``rank_fraction=1`` the factorisation is
 exact up to float rounding. Grouped convolutions, bidirectional RNNs and LSTMs with projections are not
-factorised (skipped and reported).
+factorised (skipped and reported). Inside :func:`svd_cache` (as a policy space builds its candidates) each
+matrix is decomposed once, whatever ranks are asked of it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import hashlib
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -39,9 +44,37 @@ def svd_factors(weight: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.Te
     full = min(weight.shape)
     if isinstance(rank, bool) or not isinstance(rank, int) or not 1 <= rank <= full:
         raise InputError(f"rank must be an integer in 1..{full} for a {tuple(weight.shape)} matrix, got {rank!r}")
-    u, s, vh = torch.linalg.svd(weight.detach().double(), full_matrices=False)
+    u, s, vh = _svd(weight.detach().double())
     root = s[:rank].sqrt()
     return (u[:, :rank] * root).to(weight.dtype), (root[:, None] * vh[:rank]).to(weight.dtype)
+
+
+#: The SVDs of the matrices seen inside :func:`svd_cache`, by content (None outside one).
+_SVDS: contextvars.ContextVar[dict[tuple[Any, ...], tuple[torch.Tensor, ...]] | None] = contextvars.ContextVar(
+    "devicefit svd cache", default=None)
+
+
+@contextlib.contextmanager
+def svd_cache(store: dict[tuple[Any, ...], tuple[torch.Tensor, ...]] | None = None) -> Iterator[None]:
+    """Inside, each distinct matrix is decomposed once (into ``store`` if given, to keep it across calls): a
+    policy search builds one model per candidate, and every candidate truncates the same SVDs at other ranks."""
+    token = _SVDS.set({} if store is None else store)
+    try:
+        yield
+    finally:
+        _SVDS.reset(token)
+
+
+def _svd(matrix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    cache = _SVDS.get()
+    if cache is None:
+        return torch.linalg.svd(matrix, full_matrices=False)
+    data = matrix.contiguous()
+    key = (tuple(data.shape), hashlib.sha1(data.numpy().tobytes()).hexdigest())
+    if key not in cache:
+        cache[key] = torch.linalg.svd(data, full_matrices=False)
+    u, s, vh = cache[key]
+    return u, s, vh
 
 
 def kept_rank(full: int, fraction: float) -> int:

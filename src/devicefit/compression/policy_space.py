@@ -96,6 +96,7 @@ class PolicySpace(MutableSpace[Ratios], CategoricalSpace[Ratios]):
         self._model = copy.deepcopy(model).eval()
         self._example = example_input[:1].detach().clone()
         self._digest = weights_digest(self._model)
+        self._svds: dict[Any, Any] = {}  # low rank: each layer's SVD, computed once
         self.energy = energy  # a BilinearEnergyModel: adds the metric energy_mj
         if method == "channel" and importance not in DATA_FREE_IMPORTANCES:
             raise InputError(f"policy search prunes channels by a data-free importance "
@@ -151,7 +152,10 @@ class PolicySpace(MutableSpace[Ratios], CategoricalSpace[Ratios]):
 
         if options:
             raise InputError(f"a policy space builds with no options, got {', '.join(options)}")
-        return apply_policy(self._model, self.policy(candidate), self._example).model
+        from .lowrank import svd_cache
+
+        with svd_cache(self._svds):  # every candidate truncates the same per-layer SVDs
+            return apply_policy(self._model, self.policy(candidate), self._example).model
 
     def neighbours(self, candidate: Ratios) -> list[Ratios]:
         c = self._check(candidate)
@@ -256,10 +260,13 @@ class _AdditiveCost:
             e_before = _energies(energy, model, example, names, sparse=True)
             self.original[ENERGY] = energy.model_energy(model, example, sparse=True).total_mj
         self.delta: dict[tuple[str, float], dict[str, Any]] = {}
+        from .lowrank import svd_cache
+
         for r in space.ratios:
             if r == 1.0:
                 continue
-            compressed = apply_policy(model, Policy.uniform(names, space._action(r)), example).model
+            with svd_cache(space._svds):
+                compressed = apply_policy(model, Policy.uniform(names, space._action(r)), example).model
             after = layer_costs(compressed, example, names)
             for n in names:
                 d = {k: after[n][k] - before[n][k] for k in ("macs", "params", "nonzero_params")}
