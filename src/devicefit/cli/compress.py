@@ -32,7 +32,8 @@ def _model(model: str, weights: Path | None, dataset: str | None):
 
 def _searched_policy(net, dataset, shape, method, ratio, targets, device, search,  # type: ignore[no-untyped-def]
                      evaluations, store, images, seed, weights, data_dir, progress):
-    """The per-layer policy searched to the one target given (or none: the uniform ratio is used)."""
+    """The per-layer policy searched to the one target given (or none: the uniform ratio is used), its summary,
+    and (model, data set, input shape): the module the search loaded, or what was given when none ran."""
     import torch
 
     from ..errors import InputError
@@ -41,7 +42,7 @@ def _searched_policy(net, dataset, shape, method, ratio, targets, device, search
     if (device is not None) != ("energy_mj" in targets):
         raise InputError("--target-energy-mj and --device go together (the device whose energy model counts)")
     if not targets:
-        return None, None
+        return None, None, (net, dataset, shape)
     if len(targets) > 1:
         raise InputError(f"give one target, got {', '.join('--target-' + k for k in targets)}")
     if ratio is not None:
@@ -65,7 +66,7 @@ def _searched_policy(net, dataset, shape, method, ratio, targets, device, search
                           fraction=fraction, search=search, evaluations=evaluations, store=store, dataset=dataset,
                           images=images, seed=seed, model_name=name, energy=energy, data_dir=data_dir,
                           progress=progress)
-    return found.policy, found.to_dict()
+    return found.policy, found.to_dict(), (module, dataset, shape)
 
 
 @app.command("compress")
@@ -131,15 +132,16 @@ def compress_command(
                             data_dir, not as_json)
         _finish(report, out, as_json)
         return
-    policy, found = _searched_policy(net, dataset, shape, method, ratio,
+    policy, found, (searched, dataset, shape) = _searched_policy(net, dataset, shape, method, ratio,
                                      {"macs": target_macs, "params": target_params, "bytes": target_size_kb,
                                       "energy_mj": target_energy_mj, "latency_ms": target_latency_ms}, device,
                                      search, evaluations, store, images, seed, weights, data_dir, not as_json)
-    report = compress(net, method=method, ratio=ratio, finetune_epochs=finetune_epochs, distill=distill,
-                      noise=noise, lr=lr,
-                      out=out, weights=weights if isinstance(net, str) else None, dataset=dataset,
-                      input_shape=shape, eval_limit=eval_limit, seed=seed, data_dir=data_dir, progress=not as_json,
-                      policy=policy, search=found, round_to=round_to)
+    # the model the search loaded, if it did: not a second copy from disk
+    report = compress(searched, method=method, ratio=ratio, finetune_epochs=finetune_epochs, distill=distill,
+                      noise=noise, lr=lr, out=out, weights=weights if isinstance(searched, str) else None,
+                      dataset=dataset, input_shape=shape, eval_limit=eval_limit, seed=seed, data_dir=data_dir,
+                      progress=not as_json, policy=policy, search=found, round_to=round_to,
+                      name=net if isinstance(net, str) else None)
     _finish(report, out, as_json)
 
 

@@ -177,6 +177,7 @@ def compress(
     search: dict[str, Any] | None = None,
     round_to: int = 1,
     baseline: nn.Module | None = None,
+    name: str | None = None,
 ) -> CompressReport:
     """Compress ``model``; see the module docstring. A built-in ``model`` name brings its data set and input
     shape; an ``nn.Module`` needs ``dataset`` (cifar10 or mnist) and ``input_shape``, or your own ``data``: a
@@ -186,7 +187,8 @@ def compress(
     ``policy``: per-layer settings (e.g. :func:`devicefit.study.search_policy`'s answer, whose summary goes in
     ``search``) instead of the method's uniform ``ratio``; its actions must be the method's. ``baseline``: the
     model the report compares with and distils from (default: ``model`` itself; iterative compression passes the
-    uncompressed original while ``model`` is the last round's)."""
+    uncompressed original while ``model`` is the last round's). ``name``: the model's name in the report (default:
+    the built-in name, or the module's class name)."""
     from ..models import (
         calibration_batch,
         evaluate_accuracy,
@@ -223,7 +225,7 @@ def compress(
         elif dataset is None or input_shape is None:
             raise InputError("compressing your own nn.Module needs dataset= (cifar10 or mnist) and input_shape=, or "
                              "data=(train, test)")
-        name, original = type(model).__name__, model
+        name, original = name or type(model).__name__, model
     if weights is not None:
         load_weights(original, weights)
     if (distill or noise) and not finetune_epochs:
