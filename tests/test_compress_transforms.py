@@ -123,6 +123,40 @@ def test_rnn_matrices_are_factorised_one_by_one(cell: type[nn.Module]) -> None:
         apply_policy(net, Policy({"rnn.weight_xx_l0": LowRank(0.5)}), x)
 
 
+@pytest.mark.parametrize("form", ["channel", "spatial"])
+def test_merging_factorised_layers_gives_the_same_function_in_the_original_layers(form: str) -> None:
+    from devicefit.compression.lowrank import Factorized, merge_factorized
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 16 * 16, 5)).eval()
+    x = torch.randn(2, 3, 32, 32)
+    res = apply_policy(net, Policy({"0": LowRank(0.5, form=form), "3": LowRank(0.25)}), x)
+    assert isinstance(res.model[0], Factorized) and isinstance(res.model[3], Factorized)
+    merged = merge_factorized(res.model)
+    assert type(merged[0]) is nn.Conv2d and type(merged[3]) is nn.Linear
+    assert merged[0].weight.shape == net[0].weight.shape and merged[0].stride == net[0].stride
+    again = apply_policy(net, Policy({"0": LowRank(0.5, form=form), "3": LowRank(0.25)}), x).model
+    assert torch.allclose(_run(merged, x), _run(again, x), atol=1e-5)
+    # keeping the rank of a merged layer is exact: a rank-r matrix truncated at rank r is itself
+    kept = apply_policy(merged, Policy({"3": LowRank(0.25)}), x).model
+    assert torch.allclose(_run(kept, x), _run(again, x), atol=1e-4)
+    assert torch.linalg.matrix_rank(merged[3].weight) == 1  # 0.25 of rank 5 -> 1
+
+
+@pytest.mark.parametrize("cell", [nn.LSTM, nn.GRU])
+def test_merging_a_factorised_rnn_gives_back_the_fused_module(cell: type[nn.Module]) -> None:
+    from devicefit.compression.lowrank import merge_factorized
+
+    torch.manual_seed(0)
+    net = SeqNet(cell).eval()
+    x = torch.randn(2, 9, 6)
+    res = apply_policy(net, Policy({"rnn": LowRank(0.5)}), x)
+    merged = merge_factorized(res.model)
+    assert type(merged.rnn) is cell and merged.rnn.batch_first
+    assert torch.allclose(_run(merged, x), _run(res.model, x), atol=1e-5)
+
+
+# --- channel pruning ------------------------------------------------------------------------------------
 # --- channel pruning ------------------------------------------------------------------------------------
 
 

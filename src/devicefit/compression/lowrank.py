@@ -102,6 +102,52 @@ def factorize(root: nn.Module, name: str, module: nn.Module, action: LowRank) ->
     raise Skip(f"{type(module).__name__} is not factorised (Linear, Conv2d and LSTM/GRU matrices are)")
 
 
+class Factorized(nn.Sequential):
+    """A layer factorised by :mod:`.lowrank`: the two layers ``(first, second)`` in sequence, and the ``form``
+    (``linear``, ``channel``, ``spatial``) that :meth:`dense` multiplies back into one layer of the original
+    geometry. Its state dict is a plain ``nn.Sequential``'s (``0.weight``, ``1.weight``, ``1.bias``)."""
+
+    def __init__(self, first: nn.Module, second: nn.Module, form: str) -> None:
+        super().__init__(first, second)
+        self.form = form
+
+    def dense(self) -> nn.Module:
+        """The one layer computing the same function (its weight of rank at most the factorisation's)."""
+        first, second = self[0], self[1]
+        with torch.no_grad():
+            if self.form == "linear":
+                out: nn.Module = nn.Linear(first.in_features, second.out_features, bias=second.bias is not None)
+                out.weight.copy_(second.weight @ first.weight)
+            elif self.form == "channel":
+                out = nn.Conv2d(first.in_channels, second.out_channels, first.kernel_size, stride=first.stride,
+                                padding=first.padding, dilation=first.dilation, bias=second.bias is not None,
+                                padding_mode=first.padding_mode)
+                out.weight.copy_(torch.einsum("or,rikl->oikl", second.weight[:, :, 0, 0], first.weight))
+            else:  # spatial: a kh x 1 then a 1 x kw convolution, one along each axis
+                out = nn.Conv2d(first.in_channels, second.out_channels, (first.kernel_size[0], second.kernel_size[1]),
+                                stride=(first.stride[0], second.stride[1]),
+                                padding=(first.padding[0], second.padding[1]),
+                                dilation=(first.dilation[0], second.dilation[1]), bias=second.bias is not None)
+                out.weight.copy_(torch.einsum("orx,riy->oiyx", second.weight[:, :, 0, :], first.weight[:, :, :, 0]))
+            if second.bias is not None:
+                out.bias.copy_(second.bias)
+        return out
+
+
+def merge_factorized(model: nn.Module) -> nn.Module:
+    """``model`` (changed in place) with every :class:`Factorized` pair multiplied back into one layer, and every
+    :class:`LowRankRNN` whose matrices are then all full back to ``nn.LSTM``/``nn.GRU``: the weights a round of
+    iterative compression fine-tuned, in the original architecture, so that the next round truncates each layer
+    afresh (a rank-r layer truncated at rank r is itself) instead of factorising the factors."""
+    for name, m in list(model.named_modules()):
+        if isinstance(m, Factorized):
+            replace_module(model, name, m.dense())
+    for name, m in list(model.named_modules()):
+        if isinstance(m, LowRankRNN) and all(isinstance(c, nn.Linear) for c in m.children()):
+            replace_module(model, name, m.to_rnn())
+    return model
+
+
 def _linear(root: nn.Module, name: str, m: nn.Linear, fraction: float) -> dict[str, Any]:
     full = min(m.out_features, m.in_features)
     r = kept_rank(full, fraction)
@@ -113,7 +159,7 @@ def _linear(root: nn.Module, name: str, m: nn.Linear, fraction: float) -> dict[s
         second.weight.copy_(b)
         if m.bias is not None:
             second.bias.copy_(m.bias)
-    replace_module(root, name, nn.Sequential(first, second))
+    replace_module(root, name, Factorized(first, second, "linear"))
     return {"form": "linear", "rank": r, "full_rank": full}
 
 
@@ -130,7 +176,7 @@ def _channel(root: nn.Module, name: str, m: nn.Conv2d, fraction: float) -> dict[
         second.weight.copy_(b.reshape(out, r, 1, 1))
         if m.bias is not None:
             second.bias.copy_(m.bias)
-    replace_module(root, name, nn.Sequential(first, second))
+    replace_module(root, name, Factorized(first, second, "channel"))
     return {"form": "channel", "rank": r, "full_rank": full}
 
 
@@ -150,7 +196,7 @@ def _spatial(root: nn.Module, name: str, m: nn.Conv2d, fraction: float) -> dict[
         second.weight.copy_(h.reshape(r, out, kw).permute(1, 0, 2).unsqueeze(2))
         if m.bias is not None:
             second.bias.copy_(m.bias)
-    replace_module(root, name, nn.Sequential(first, second))
+    replace_module(root, name, Factorized(first, second, "spatial"))
     return {"form": "spatial", "rank": r, "full_rank": full}
 
 
@@ -179,6 +225,23 @@ class LowRankRNN(nn.Module):
                     if b is not None:
                         lin.bias.copy_(b)
                 self.add_module(f"weight_{kind}_l{k}", lin)
+
+    def to_rnn(self) -> nn.LSTM | nn.GRU:
+        """The ``nn.LSTM``/``nn.GRU`` with these matrices (all of them full ``nn.Linear``; see
+        :func:`merge_factorized`): the fused kernels again."""
+        mats = {n: c for n, c in self.named_children()}
+        if not all(isinstance(c, nn.Linear) for c in mats.values()):
+            raise InputError("to_rnn needs every matrix full (merge the factorised ones first)")
+        bias = all(c.bias is not None for c in mats.values())
+        kind = nn.LSTM if self.cell == "lstm" else nn.GRU
+        rnn = kind(self.input_size, self.hidden_size, num_layers=self.num_layers, bias=bias,
+                   batch_first=self.batch_first, dropout=self.dropout)
+        with torch.no_grad():
+            for n, c in mats.items():
+                rnn.get_parameter(n).copy_(c.weight)
+                if bias:
+                    rnn.get_parameter(n.replace("weight", "bias", 1)).copy_(c.bias)
+        return rnn
 
     def forward(self, x: torch.Tensor, hx: Any = None) -> tuple[torch.Tensor, Any]:
         batched = x.dim() == 3

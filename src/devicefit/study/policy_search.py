@@ -273,8 +273,11 @@ def iterative_compress(
 ) -> IterativeResult:
     """``rounds`` rounds of :func:`search_policy` to ``original * fraction ** (k / rounds)``, each followed by
     BatchNorm re-calibration and recovery training (``recovery``: a :class:`~devicefit.compression.FinetuneConfig`,
-    distilling from the original when it says so) of the compressed model, which the next round searches. With
-    ``checkpoint_dir`` each finished round is saved (history and weights) and a rerun continues after it."""
+    distilling from the original when it says so) of the compressed model, which the next round searches. Low rank:
+    before each later round the factorised layers are multiplied back (:func:`~devicefit.compression.lowrank.
+    merge_factorized`), so the round chooses each layer's rank afresh on its fine-tuned weights (keeping a rank
+    is exact) rather than factorising the factors into chains of four. With ``checkpoint_dir`` each finished round
+    is saved (history and weights) and a rerun continues after it."""
     import json
     from pathlib import Path
 
@@ -282,6 +285,7 @@ def iterative_compress(
 
     from .._files import torch_save_atomic, write_atomic
     from ..compression import apply_policy, compressed_cost, finetune, recalibrate_batchnorm, replay_history
+    from ..compression.lowrank import merge_factorized
     from ..models import load_images
 
     if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
@@ -299,6 +303,8 @@ def iterative_compress(
     for k in range(1, rounds + 1):
         limit = start * fraction ** (k / rounds)
         saved = None if folder is None else folder / f"round{k}.json"
+        if k > 1 and method == "lowrank":  # truncate each layer afresh, not its factors (see merge_factorized)
+            current = merge_factorized(current)
         if saved is not None and saved.exists():
             record = json.loads(saved.read_text())
             current = replay_history(current, record["history"], example_input)
