@@ -267,7 +267,7 @@ def overhead(evaluations: int = 300) -> dict[str, Any]:
     column = DATASETS["cifar10"][0]
     rows = {}
     for name in ("random", "evolution", "reinforce", "rl", "optuna", "brp"):
-        opts = {"budget": evaluations} if name == "brp" else {}
+        opts = {"budget": BRP_BUDGET} if name == "brp" else {}  # as the Study gives it: eagle's M
         strat = make_strategy(name, space, seed=0, **opts)
         spent = 0.0
         told = 0
