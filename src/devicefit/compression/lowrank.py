@@ -15,10 +15,12 @@
   than the fused kernel at the same size (a step loop in Python; see the report); what it buys is fewer
   weights and MACs. Naming one matrix (``"rnn.weight_hh_l0"``) factorises only that one.
 
-The rank kept is ``max(1, round(rank_fraction * full_rank))``; at ``rank_fraction=1`` the factorisation is
-exact up to float rounding. Grouped convolutions, bidirectional RNNs and LSTMs with projections are not
-factorised (skipped and reported). Inside :func:`svd_cache` (as a policy space builds its candidates) each
-matrix is decomposed once, whatever ranks are asked of it.
+The rank kept is ``max(1, round(rank_fraction * full_rank))``, ``full_rank`` the matrix's numerical rank
+(:func:`matrix_rank`: a trained layer's ``min(shape)``; a layer multiplied back from a rank-r factorisation, as
+iterative compression does between rounds, has rank r, so fractions compound over the rounds); at
+``rank_fraction=1`` the factorisation is exact up to float rounding. Grouped convolutions, bidirectional RNNs
+and LSTMs with projections are not factorised (skipped and reported). Inside :func:`svd_cache` (as a policy
+space builds its candidates) each matrix is decomposed once, whatever ranks are asked of it.
 """
 
 from __future__ import annotations
@@ -56,9 +58,11 @@ _SVDS: contextvars.ContextVar[dict[tuple[Any, ...], tuple[torch.Tensor, ...]] | 
 
 @contextlib.contextmanager
 def svd_cache(store: dict[tuple[Any, ...], tuple[torch.Tensor, ...]] | None = None) -> Iterator[None]:
-    """Inside, each distinct matrix is decomposed once (into ``store`` if given, to keep it across calls): a
-    policy search builds one model per candidate, and every candidate truncates the same SVDs at other ranks."""
-    token = _SVDS.set({} if store is None else store)
+    """Inside, each distinct matrix is decomposed once (into ``store`` if given, to keep it across calls; else
+    into the cache already active, or a new one): a policy search builds one model per candidate, and every
+    candidate truncates the same SVDs at other ranks."""
+    active = _SVDS.get()
+    token = _SVDS.set(store if store is not None else active if active is not None else {})
     try:
         yield
     finally:
@@ -77,12 +81,28 @@ def _svd(matrix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor
     return u, s, vh
 
 
+def matrix_rank(weight: torch.Tensor) -> int:
+    """The numerical rank of the 2-D ``weight``: singular values above ``max(shape) * eps(dtype) * largest``
+    (``torch.linalg.matrix_rank``'s rule, at the weight's precision). A trained layer is full rank; a layer
+    multiplied back from a rank-r factorisation (:func:`merge_factorized`) has rank r."""
+    _, s, _ = _svd(weight.detach().double())
+    if not len(s) or float(s[0]) == 0.0:
+        return 0
+    tol = float(s[0]) * max(weight.shape) * torch.finfo(weight.dtype).eps
+    return int((s > tol).sum())
+
+
 def kept_rank(full: int, fraction: float) -> int:
     return max(1, min(full, round(fraction * full)))
 
 
 @register_transform(LowRank)
 def factorize(root: nn.Module, name: str, module: nn.Module, action: LowRank) -> dict[str, Any]:
+    with svd_cache():  # the rank and the factors come from one SVD
+        return _factorize(root, name, module, action)
+
+
+def _factorize(root: nn.Module, name: str, module: nn.Module, action: LowRank) -> dict[str, Any]:
     if isinstance(module, nn.Linear):
         if action.form not in ("auto", "linear"):
             raise Skip(f"LowRank form {action.form!r} is for convolutions; Linear takes 'linear'")
@@ -149,7 +169,7 @@ def merge_factorized(model: nn.Module) -> nn.Module:
 
 
 def _linear(root: nn.Module, name: str, m: nn.Linear, fraction: float) -> dict[str, Any]:
-    full = min(m.out_features, m.in_features)
+    full = matrix_rank(m.weight)
     r = kept_rank(full, fraction)
     b, a = svd_factors(m.weight, r)
     first = nn.Linear(m.in_features, r, bias=False)
@@ -165,7 +185,7 @@ def _linear(root: nn.Module, name: str, m: nn.Linear, fraction: float) -> dict[s
 
 def _channel(root: nn.Module, name: str, m: nn.Conv2d, fraction: float) -> dict[str, Any]:
     out, cin, kh, kw = m.weight.shape
-    full = min(out, cin * kh * kw)
+    full = matrix_rank(m.weight.reshape(out, -1))
     r = kept_rank(full, fraction)
     b, a = svd_factors(m.weight.reshape(out, -1), r)
     first = nn.Conv2d(cin, r, (kh, kw), stride=m.stride, padding=m.padding, dilation=m.dilation, bias=False,
@@ -184,9 +204,9 @@ def _spatial(root: nn.Module, name: str, m: nn.Conv2d, fraction: float) -> dict[
     out, cin, kh, kw = m.weight.shape
     if m.padding_mode != "zeros" or isinstance(m.padding, str):
         raise Skip("the spatial form needs numeric zero padding")
-    full = min(cin * kh, out * kw)
-    r = kept_rank(full, fraction)
     matrix = m.weight.permute(1, 2, 0, 3).reshape(cin * kh, out * kw)  # [(i, y), (o, x)]
+    full = matrix_rank(matrix)
+    r = kept_rank(full, fraction)
     v, h = svd_factors(matrix, r)  # v: (cin*kh, r), h: (r, out*kw)
     (sh, sw), (ph, pw), (dh, dw) = m.stride, m.padding, m.dilation
     first = nn.Conv2d(cin, r, (kh, 1), stride=(sh, 1), padding=(ph, 0), dilation=(dh, 1), bias=False)
