@@ -77,6 +77,7 @@ def test_strategies_search_the_policy_space_within_the_budget(lenet, data_root: 
                               data_dir=data_root, progress=False, seed=1)
         assert found.evaluations == 6 and found.cost["macs"] <= found.limit
         assert found.accuracy == max(v for v in found.curve if v is not None)
+        assert len(found.each) == 6 and found.accuracy == max(v for v in found.each if v is not None)
 
 
 def test_impossible_or_pointless_budgets_fail_before_any_work(lenet, data_root: Path, tmp_path: Path) -> None:

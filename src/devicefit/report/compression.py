@@ -111,8 +111,9 @@ def _search(doc: Document, report: Any) -> None:
                    "Accuracy estimate with one layer (or coupled group) compressed alone, per kept ratio")
     elif s.get("curve"):
         best = s["curve"]
-        doc.figure("search", curve_figure(best, best, "accuracy estimate %", True),
-                   "Best accuracy estimate within the budget after each evaluation")
+        doc.figure("search", curve_figure(s.get("each") or best, best, "accuracy estimate %", True),
+                   "Each evaluated policy's accuracy estimate (grey; over-budget ones left out) and the best "
+                   "within the budget so far")
 
 
 def _action(a: dict[str, Any] | None) -> str:

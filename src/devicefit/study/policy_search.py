@@ -73,6 +73,7 @@ class PolicySearchResult:
     evaluations: int
     curve: list[float | None] = field(default_factory=list)
     sensitivity: dict[str, dict[str, float]] = field(default_factory=dict)  # greedy: decision -> ratio -> acc
+    each: list[float | None] = field(default_factory=list)  # each evaluation's estimate (None: over budget, failed)
     uniform: dict[str, Any] = field(default_factory=dict)  # the best uniform ratio within the budget, for reference
 
     @property
@@ -83,7 +84,8 @@ class PolicySearchResult:
         return {"search": self.search, "method": self.space.method, "metric": self.metric, "limit": self.limit,
                 "original_cost": self.space.original_cost, "candidate": list(self.candidate),
                 "decisions": [list(d) for d in self.space.decisions], "accuracy": self.accuracy, "cost": self.cost,
-                "evaluations": self.evaluations, "curve": self.curve, "sensitivity": self.sensitivity,
+                "evaluations": self.evaluations, "curve": self.curve, "each": self.each,
+                "sensitivity": self.sensitivity,
                 "uniform": self.uniform, "policy": json_policy(self.policy)}
 
 
@@ -239,9 +241,10 @@ def _study(space: Any, accuracy: PolicyAccuracy, cost: Any, limit: float, search
     if result.best is None:
         raise InputError(f"{search} found no policy within {cost.name} <= {limit:,.6g} in {evaluations} evaluations")
     best = space.from_identity(result.best.candidate)
+    each = [t.objective if t.feasible else None for t in result.trials if t.evaluated]
     return PolicySearchResult(space, search, getattr(cost, "metric", LATENCY), limit, best,
                               float(result.best.objective), space.cost(best), result.evaluations,
-                              list(result.best_so_far))
+                              list(result.best_so_far), each=each)
 
 
 @dataclass
