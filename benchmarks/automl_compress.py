@@ -140,8 +140,8 @@ def _write(data: dict[str, Any], args: argparse.Namespace) -> None:
              "LSTM trained on MNIST train8k (the first 8,000 images of the official MNIST test set), tested on test2k "
              "(the other 2,000). Greedy policy search (scored on 1,000 training images), each round recovered with "
              "distillation (gradient norm clipped at 5); before each later round the factorised matrices are "
-             "multiplied back (merge_factorized), so each round truncates every matrix afresh instead of "
-             "factorising the factors. One shot: 1 round; iterative: 3 rounds (budgets 0.2^(1/3), 0.2^(2/3), 0.2 "
+             "multiplied back (merge_factorized), so each round truncates every matrix afresh, at a fraction of "
+             "its current rank, instead of factorising the factors. One shot: 1 round; iterative: 3 rounds (budgets 0.2^(1/3), 0.2^(2/3), 0.2 "
              "of the original's parameters; a round whose model already meets its budget is skipped), with the "
              "same total epochs or the same epochs per round.", "",
              markdown_table(["run", "params", "test2k top-1 %", "per round", "wall s"],
