@@ -1,9 +1,10 @@
 """AutoML compression: searched per-layer policies against uniform ratios and Torch-Pruning, at the same budget.
 
-Part 1, iterative against one shot (arXiv 2008.02897): low rank of the row-MNIST LSTM (trained on MNIST
-``train8k``, the first 8,000 images of the official MNIST test set; tested on ``test2k``, the other 2,000) to 5x
-fewer parameters, greedy policy search in 1 round (one shot) and in 3 rounds, each round recovered with the same
-distillation (``--rnn-epochs`` per round; one shot gets the same total epochs).
+Part 1, iterative against one shot (arXiv 2008.02897): low rank to 5x fewer parameters of the row-MNIST LSTM
+(trained on MNIST ``train8k``, the first 8,000 images of the official MNIST test set; tested on ``test2k``, the
+other 2,000) and, with ``--iterative lstm,resnet56``, of ResNet-56 on CIFAR-10; greedy policy search in 1 round
+(one shot) and in 3 rounds, each round recovered with the same distillation (``--rnn-epochs`` / ``--cnn-epochs``
+per round; one shot gets 3 times that, and the 3 rounds run again with 3 times that each).
 
 Part 2, policy searches on a CIFAR ResNet (``--model``, default resnet20: ResNet-56 does not fit this CPU-only
 machine's time; see the README) to ``--macs`` of the original's MACs with channel pruning: greedy (AIMET),
@@ -36,30 +37,37 @@ RUNS = RESULTS_DIR / ".automl"
 SEARCHES = ("greedy", "rl", "evolution", "optuna")
 
 
-def iterative_rows(epochs: float) -> list[dict[str, Any]]:
+#: per model of the iterative rows: data set, input shape, recovery learning rate, augmentation, clipping
+ITERATIVE = {"lstm": ("mnist", (1, 28, 28), 0.05, False, 5.0), "resnet56": ("cifar10", (3, 32, 32), 0.01, True, None)}
+
+
+def iterative_rows(model_name: str, epochs: float) -> list[dict[str, Any]]:
+    """One shot and 3 rounds to 0.2 of the parameters (greedy low rank), each round recovered by distillation:
+    the same total epochs (3 x ``epochs`` / 3) and the same epochs per round (3 x ``epochs`` each)."""
     from devicefit.compression import FinetuneConfig, compressed_cost, train_mnist_model
-    from devicefit.models import evaluate_accuracy, load_images
+    from devicefit.models import evaluate_accuracy, get_model, load_images
     from devicefit.study.policy_search import iterative_compress
 
-    model = train_mnist_model("lstm", RESULTS_DIR / ".models" / "lstm.pt", progress=False)
-    test = load_images("mnist", "test2k")
-    example = torch.zeros(1, 1, 28, 28)
+    dataset, shape, lr, augment, clip = ITERATIVE[model_name]
+    model = (train_mnist_model(model_name, RESULTS_DIR / ".models" / f"{model_name}.pt", progress=False)
+             if dataset == "mnist" else get_model(model_name, pretrained=True).eval())
+    test = load_images(dataset, "test2k" if dataset == "mnist" else "test")
+    example = torch.zeros(1, *shape)
     rows = [{"label": "original", "params": compressed_cost(model, example)["params"],
              "accuracy": evaluate_accuracy(model, test)}]
     for rounds, per_round in ((1, 3 * epochs), (3, epochs), (3, 3 * epochs)):  # same total epochs, same per round
         label = f"{rounds} round(s) of {per_round:g} epoch(s)"
-        cached = RUNS / f"lstm-iterative-{rounds}x{per_round:g}-merge.json"
+        tag = f"{model_name}-iterative-{rounds}x{per_round:g}-merge"
+        cached = RUNS / f"{tag}.json"
         if cached.exists():  # the row of the run that computed it (its wall time included)
             rows.append(json.loads(cached.read_text()))
             continue
         start = time.perf_counter()
-        cfg = FinetuneConfig(epochs=per_round, lr=0.05, augment=False, distill=True, clip_grad_norm=5.0)
+        cfg = FinetuneConfig(epochs=per_round, lr=lr, augment=augment, distill=True, clip_grad_norm=clip)
         try:
             r = iterative_compress(model, example, rounds=rounds, fraction=0.2, method="lowrank", metric="params",
-                                   store=RUNS / f"lstm-iterative-{rounds}x{per_round:g}-merge.sqlite", dataset="mnist",
-                                   images=1000, recovery=cfg,
-                                   checkpoint_dir=RUNS / f"lstm-iterative-{rounds}x{per_round:g}-merge",
-                                   progress=False)
+                                   store=RUNS / f"{tag}.sqlite", dataset=dataset, images=1000, recovery=cfg,
+                                   checkpoint_dir=RUNS / tag, progress=False)
         except Exception as exc:  # one shot may not reach the target at all: say so
             rows.append({"label": label, "error": str(exc)})
             continue
@@ -67,7 +75,7 @@ def iterative_rows(epochs: float) -> list[dict[str, Any]]:
                      "accuracy": evaluate_accuracy(r.model, test), "wall_s": time.perf_counter() - start,
                      "rounds": [{"round": x["round"], "params": x["cost"]["params"]} for x in r.rounds]})
         cached.write_text(json.dumps(rows[-1]))
-        print("lstm", rows[-1], flush=True)
+        print(model_name, rows[-1], flush=True)
     return rows
 
 
@@ -125,29 +133,39 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=500)
     ap.add_argument("--epochs", type=float, default=0.5)
     ap.add_argument("--rnn-epochs", type=float, default=1.0)
+    ap.add_argument("--iterative", default="lstm", help="models of the iterative rows (lstm, resnet56)")
+    ap.add_argument("--cnn-epochs", type=float, default=0.5, help="epochs per iterative round of a CIFAR model")
     args = ap.parse_args()
     RUNS.mkdir(parents=True, exist_ok=True)
     data: dict[str, Any] = {"settings": vars(args)}
-    it = iterative_rows(args.rnn_epochs)
-    data["iterative"] = it
+    data["iterative"] = {}
+    for m in [x for x in args.iterative.split(",") if x]:
+        data["iterative"][m] = iterative_rows(m, args.rnn_epochs if m == "lstm" else args.cnn_epochs)
+        _write(data, args)
     _write(data, args)
     data["search"] = search_rows(args.model, args.macs, args.evaluations, args.images, args.epochs)
     _write(data, args)
 
 
 def _write(data: dict[str, Any], args: argparse.Namespace) -> None:
-    lines = ["## Iterative against one-shot low rank: row-MNIST LSTM to 5x fewer parameters", "",
-             "LSTM trained on MNIST train8k (the first 8,000 images of the official MNIST test set), tested on test2k "
-             "(the other 2,000). Greedy policy search (scored on 1,000 training images), each round recovered with "
-             "distillation (gradient norm clipped at 5); before each later round the factorised matrices are "
-             "multiplied back (merge_factorized), so each round truncates every matrix afresh, at a fraction of "
-             "its current rank, instead of factorising the factors. One shot: 1 round; iterative: 3 rounds (budgets 0.2^(1/3), 0.2^(2/3), 0.2 "
-             "of the original's parameters; a round whose model already meets its budget is skipped), with the "
-             "same total epochs or the same epochs per round.", "",
-             markdown_table(["run", "params", "test2k top-1 %", "per round", "wall s"],
-                            [[r["label"], r.get("params"), r.get("accuracy"),
-                              r.get("error") or ", ".join(f"{x['params']:,}" for x in r.get("rounds", [])),
-                              r.get("wall_s")] for r in data["iterative"]]), ""]
+    lines = []
+    for m, rows in data["iterative"].items():
+        dataset = ITERATIVE[m][0]
+        where = ("trained on MNIST train8k (the first 8,000 images of the official MNIST test set), tested on test2k "
+                 "(the other 2,000)" if dataset == "mnist" else "pretrained, tested on the 10,000 CIFAR-10 JPEG test "
+                 "images; policies scored on 1,000 training images")
+        lines += [f"## Iterative against one-shot low rank: {m} to 5x fewer parameters", "",
+                  f"{m} {where}. Greedy policy search, each round recovered with distillation"
+                  + (" (gradient norm clipped at 5)" if ITERATIVE[m][4] else "") + "; before each later round the "
+                  "factorised matrices are multiplied back (merge_factorized), so each round truncates every matrix "
+                  "afresh, at a fraction of its current rank, instead of factorising the factors. One shot: 1 round; "
+                  "iterative: 3 rounds (budgets 0.2^(1/3), 0.2^(2/3), 0.2 of the original's parameters; a round "
+                  "whose model already meets its budget is skipped), with the same total epochs or the same epochs "
+                  "per round.", "",
+                  markdown_table(["run", "params", "top-1 %", "per round", "wall s"],
+                                 [[r["label"], r.get("params"), r.get("accuracy"),
+                                   r.get("error") or ", ".join(f"{x['params']:,}" for x in r.get("rounds", [])),
+                                   r.get("wall_s")] for r in rows]), ""]
     if "search" in data:
         rows = []
         for r in data["search"]:
