@@ -72,6 +72,28 @@ def test_warm_up_and_move_reach_the_optimum_sooner(tmp_path: Path) -> None:
     assert evaluations_to_optimum(move=True) < plain
 
 
+def test_a_warm_up_ranks_only_what_cheap_constraints_allow(tmp_path: Path) -> None:
+    """Under a budget the proxy's favourites (the most ones) are infeasible: a cheap constraint (kind "count")
+    keeps them out of the warm-up, one that is not cheap (a measurement, say) cannot."""
+
+    class Counted(Weighted):
+        kind = "count"
+
+    space = BitSpace(10)
+
+    def first_trials(estimator: Weighted) -> list:
+        study = Study(space, Objective(Weighted()), make_strategy("random", space, seed=0), 20,
+                      tmp_path / f"{estimator.kind}.sqlite", constraints=[Constraint(estimator, upper=4, field="cost")],
+                      warmup=300, proxy=Objective(NoisyProxy()), progress=False)
+        return study.run().trials[:20]
+
+    cheap = first_trials(Counted())
+    assert all(t.feasible for t in cheap)  # the best-ranked feasible cells come first
+    assert max(t.objective for t in cheap) >= 30  # and they are good ones: the best under 4 ones is 7+8+9+10 = 34
+    costly = first_trials(Weighted())
+    assert not any(t.feasible for t in costly[:5])  # the proxy's favourites first, all over the budget
+
+
 def test_constraints_filter_before_the_objective(tmp_path: Path) -> None:
     space = BitSpace(8)
     cost = Constraint(Weighted(), upper=4, field="cost")

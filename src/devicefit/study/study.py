@@ -14,8 +14,9 @@ replays its asks and tells from the store (strategies are deterministic given th
 are told) and goes on exactly where it stopped: same candidates, same result.
 
 Zero-cost warm-up and move (arXiv 2101.08134): ``warmup=N`` scores N random candidates with the
-``proxy`` estimator (cached in the store like any value) and hands them to the strategy; ``move=True``
-gives the strategy a scorer for its local moves.
+``proxy`` estimator (cached in the store like any value) and hands them to the strategy, less those that a
+cheap constraint (a table, a predictor, a count: :data:`CHEAP_KINDS`) rejects, so that a latency budget's
+warm-up ranks the cells that meet it; ``move=True`` gives the strategy a scorer for its local moves.
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ from .store import Store
 
 #: How many infeasible candidates (per unit of budget) a study tolerates before calling the constraint impossible.
 MAX_REJECTIONS_PER_EVALUATION = 200
+#: Estimator kinds cheap enough to judge every warm-up cell by (a lookup, a prediction or a count).
+CHEAP_KINDS = ("table", "device-table", "predictor", "count")
 
 
 def _field(value: Any, path: str) -> float | None:
@@ -407,6 +410,16 @@ class Study:
         rng = random.Random(f"warm-up {self.seed}")
         pool = [self.space.sample(rng) for _ in range(self.warmup)]  # with replacement, as the reference
         scores = self._scores(store, pool)
+        # the cells that cheap constraints (tables, predictors, counts; not measurement) reject take no part: else
+        # a latency budget's warm-up seeds the search with the proxy's favourites, big cells that all break it
+        cheap = [c for c in self.constraints if c.estimator.kind in CHEAP_KINDS]
+        if cheap:
+            res = evaluate_all(self.space, pool, [c.estimator for c in cheap], store, executor=self.executor,
+                               progress=False)
+            for j, cand in enumerate(pool):
+                i = self.space.identity(cand)
+                if not all(c.holds(res.value(i, c.estimator.name)) for c in cheap):
+                    scores[j] = None
         keep = [(c, s) for c, s in zip(pool, scores) if s is not None]
         self.strategy.warm_up([c for c, _ in keep], [s for _, s in keep])
         return len(pool)
