@@ -92,6 +92,11 @@ def test_a_warm_up_ranks_only_what_cheap_constraints_allow(tmp_path: Path) -> No
     assert max(t.objective for t in cheap) >= 30  # and they are good ones: the best under 4 ones is 7+8+9+10 = 34
     costly = first_trials(Weighted())
     assert not any(t.feasible for t in costly[:5])  # the proxy's favourites first, all over the budget
+    # a move scores what the cheap constraint rejects lowest: reinforce's best-of-k picks a feasible one
+    moved = Study(space, Objective(Weighted()), make_strategy("reinforce", space, seed=0), 30,
+                  tmp_path / "move.sqlite", constraints=[Constraint(Counted(), upper=4, field="cost")], move=True,
+                  proxy=Objective(NoisyProxy()), progress=False).run()
+    assert moved.evaluations == 30 and moved.rejected < 30
 
 
 def test_constraints_filter_before_the_objective(tmp_path: Path) -> None:

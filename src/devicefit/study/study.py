@@ -16,7 +16,8 @@ are told) and goes on exactly where it stopped: same candidates, same result.
 Zero-cost warm-up and move (arXiv 2101.08134): ``warmup=N`` scores N random candidates with the
 ``proxy`` estimator (cached in the store like any value) and hands them to the strategy, less those that a
 cheap constraint (a table, a predictor, a count: :data:`CHEAP_KINDS`) rejects, so that a latency budget's
-warm-up ranks the cells that meet it; ``move=True`` gives the strategy a scorer for its local moves.
+warm-up ranks the cells that meet it; ``move=True`` gives the strategy a scorer for its local moves, which
+scores what such a constraint rejects lowest.
 """
 
 from __future__ import annotations
@@ -410,29 +411,31 @@ class Study:
         rng = random.Random(f"warm-up {self.seed}")
         pool = [self.space.sample(rng) for _ in range(self.warmup)]  # with replacement, as the reference
         scores = self._scores(store, pool)
-        # the cells that cheap constraints (tables, predictors, counts; not measurement) reject take no part: else
-        # a latency budget's warm-up seeds the search with the proxy's favourites, big cells that all break it
-        cheap = [c for c in self.constraints if c.estimator.kind in CHEAP_KINDS]
-        if cheap:
-            res = evaluate_all(self.space, pool, [c.estimator for c in cheap], store, executor=self.executor,
-                               progress=False)
-            for j, cand in enumerate(pool):
-                i = self.space.identity(cand)
-                if not all(c.holds(res.value(i, c.estimator.name)) for c in cheap):
-                    scores[j] = None
         keep = [(c, s) for c, s in zip(pool, scores) if s is not None]
         self.strategy.warm_up([c for c, _ in keep], [s for _, s in keep])
         return len(pool)
 
     def _scores(self, store: Store, candidates: Sequence[Any]) -> list[float | None]:
+        """Proxy scores (higher is better) for warm-up and move; None for a failed score and for a candidate that
+        a cheap constraint (:data:`CHEAP_KINDS`: a table, a predictor, a count; not a measurement) rejects, so
+        that under a latency budget neither the warm-up nor a move chases the proxy's favourites, big cells
+        that break it."""
         assert self.proxy is not None
         res = evaluate_all(self.space, candidates, [self.proxy.estimator], store, executor=self.executor,
                            progress=False)
         vals = res.evaluations[self.proxy.estimator.name]
+        cheap = [c for c in self.constraints if c.estimator.kind in CHEAP_KINDS]
+        allowed = None
+        if cheap:
+            allowed = evaluate_all(self.space, candidates, [c.estimator for c in cheap], store,
+                                   executor=self.executor, progress=False)
         out = []
         for c in candidates:
-            e = vals.get(self.space.identity(c))
+            i = self.space.identity(c)
+            e = vals.get(i)
             v = self.proxy.of(e.value) if e is not None and e.ok else None
+            if allowed is not None and not all(k.holds(allowed.value(i, k.estimator.name)) for k in cheap):
+                v = None
             out.append(None if v is None else (v if self.proxy.maximize else -v))
         return out
 
