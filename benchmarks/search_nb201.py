@@ -86,7 +86,8 @@ class Config:
 
     @property
     def job(self) -> str:
-        return f"{self.strategy}-w{self.warmup}-m{int(self.move)}-{'lat' if self.constrained else 'free'}"
+        setting = "free" if not self.constrained else "lat-cheapmove" if self.move else "lat"  # moves that respect
+        return f"{self.strategy}-w{self.warmup}-m{int(self.move)}-{setting}"  # the budget (a later fix)
 
 
 def configs(constrained: bool) -> list[Config]:
