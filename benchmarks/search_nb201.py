@@ -432,7 +432,7 @@ def main() -> None:
             if d in data:
                 merged[d] = data[d]
         merged.setdefault("exact_random", {}).update(data["exact_random"])
-        if "overhead" in data:
+        if args.overhead and "overhead" in data:  # this process's own, not the copy it read at its start
             merged["overhead"] = data["overhead"]
         figures = plot(merged)
         write_results(NAME, "Search strategies on NAS-Bench-201", markdown(merged), {**merged, "figures": figures})
