@@ -162,7 +162,9 @@ def stored_trials(dataset: str, job: str) -> list[dict[str, Any]] | None:
 def one_run(dataset: str, config: Config, seed: int, limit_ms: float | None) -> dict[str, Any]:
     job = f"{config.job}/seed{seed}"
     trials = stored_trials(dataset, job)
-    seconds = None
+    timings = STORES / f"{dataset}.seconds.json"  # each run's wall time, kept for the runs read back later
+    known = json.loads(timings.read_text()) if timings.exists() else {}
+    seconds = known.get(job)
     if trials is None:
         start = time.perf_counter()
         devicefit.search(objective=DATASETS[dataset][0], strategy=config.strategy,
@@ -171,6 +173,8 @@ def one_run(dataset: str, config: Config, seed: int, limit_ms: float | None) -> 
                          device=DEVICE if limit_ms is not None else None, max_latency_ms=limit_ms, name=job,
                          progress=False)
         seconds = time.perf_counter() - start
+        known = json.loads(timings.read_text()) if timings.exists() else {}
+        timings.write_text(json.dumps({**known, job: seconds}))
         trials = stored_trials(dataset, job)
         assert trials is not None
     curve = curve_of(trials)
