@@ -449,7 +449,8 @@ def main() -> None:
             print(d, "precompute", precompute(d, args.workers), flush=True)
             continue
         for k in ("free", "constrained"):  # recomputed from the stores (runs already done are read back)
-            data.get(d, {}).pop(k, None)
+            if not args.only:  # --only recomputes its configs and keeps the others' rows
+                data.get(d, {}).pop(k, None)
         run_dataset(d, args.runs, args.brp_runs, args.constrained_runs or args.runs, args.constrained_brp_runs,
                     not args.no_constrained,
                     [x.strip() for x in args.only.split(",") if x.strip()] or None, data, save)
