@@ -330,6 +330,7 @@ def plot(data: dict[str, Any]) -> list[str]:
             continue
         for kind, sec in sections.items():
             fig, ax = plt.subplots(figsize=(7, 4.5))
+            ax.set_prop_cycle(color=plt.get_cmap("tab20").colors[::2] + plt.get_cmap("tab20").colors[1::2])
             for label, cfg in sec["configs"].items():
                 c = np.array(cfg["curves_mean"])
                 if not len(c):
