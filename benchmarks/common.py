@@ -54,15 +54,17 @@ def markdown_table(header: list[str], rows: list[list[Any]]) -> str:
     return "\n".join(lines)
 
 
-def write_results(name: str, title: str, markdown_body: str, data: dict[str, Any]) -> tuple[Path, Path]:
-    """Write ``results/<name>.md`` and ``results/<name>.json``, both stamped with :func:`machine_info`."""
+def write_results(name: str, title: str, markdown_body: str, data: dict[str, Any], indent: int | None = 2
+                  ) -> tuple[Path, Path]:
+    """Write ``results/<name>.md`` and ``results/<name>.json``, both stamped with :func:`machine_info`
+    (``indent=None``: one-line JSON, for tables of long curves)."""
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     machine = machine_info()
     md = RESULTS_DIR / f"{name}.md"
     js = RESULTS_DIR / f"{name}.json"
     stamp = ", ".join(f"{k}: {v}" for k, v in machine.items())
     md.write_text(f"# {title}\n\nMachine: {stamp}\n\n{markdown_body.rstrip()}\n")
-    js.write_text(json.dumps({"machine": machine, **data}, indent=2, default=float) + "\n")
+    js.write_text(json.dumps({"machine": machine, **data}, indent=indent, default=float) + "\n")
     return md, js
 
 
