@@ -68,6 +68,8 @@ from ..spaces.base import CategoricalSpace, EncodableSpace
 from .base import C, Strategy, Trial
 
 ZERO_COST_MODES = ("pretrain", "rank")
+#: eagle's evaluation budget M for NAS-Bench-201 (``training_points: 100``), the default ``budget``.
+EAGLE_BUDGET = 100
 
 
 def _int(value: object, name: str, low: int) -> int:
@@ -103,7 +105,7 @@ class BRPSearch(Strategy[C]):
         space: EncodableSpace[C],
         seed: int = 0,
         *,
-        budget: int = 100,
+        budget: int = EAGLE_BUDGET,
         iterations: int = 5,
         alpha: float = 0.5,
         pool: Sequence[Any] | None = None,

@@ -150,7 +150,7 @@ class ReinforceSearch(Strategy[C]):
         """The candidate of the most probable option of every decision (the reference's ``genotype()``)."""
         return self.space.from_choices([max(range(len(p)), key=p.__getitem__) for p in self.probabilities()])
 
-    def _update(self, choices: Sequence[int], reward: float) -> None:
+    def _update(self, choices: Sequence[int], reward: float, lr: float | None = None) -> None:
         """One REINFORCE step: the baseline takes the reward first, then a step of Adam on
         ``-sum(log_prob) * (reward - baseline)``, whose gradient is ``(probs - onehot(choices)) * advantage``."""
         if len(choices) != len(self.choices) or any(not 0 <= a < k for a, k in zip(choices, self.choices)):
@@ -161,9 +161,9 @@ class ReinforceSearch(Strategy[C]):
         advantage = reward - self.numerator / self.denominator
         grad = self._softmax()
         grad[np.arange(len(self.choices)), list(choices)] -= 1.0
-        self._adam(grad * advantage)
+        self._adam(grad * advantage, self.lr if lr is None else lr)
 
-    def _adam(self, grad: np.ndarray) -> None:
+    def _adam(self, grad: np.ndarray, lr: float) -> None:
         """``torch.optim.Adam`` with its defaults (betas 0.9 and 0.999, eps 1e-8, no weight decay)."""
         self.adam_step += 1
         self.exp_avg = ADAM_BETAS[0] * self.exp_avg + (1 - ADAM_BETAS[0]) * grad
@@ -171,7 +171,7 @@ class ReinforceSearch(Strategy[C]):
         correction1 = 1 - ADAM_BETAS[0] ** self.adam_step
         correction2 = 1 - ADAM_BETAS[1] ** self.adam_step
         denom = np.sqrt(self.exp_avg_sq) / math.sqrt(correction2) + ADAM_EPS
-        self.logits = self.logits - (self.lr / correction1) * self.exp_avg / denom
+        self.logits = self.logits - (lr / correction1) * self.exp_avg / denom
 
     # -- ask / tell ---------------------------------------------------------------------------------------
     def ask(self, n: int = 1) -> list[C]:
@@ -236,12 +236,9 @@ class ReinforceSearch(Strategy[C]):
             raise InputError(f"warm-up got {len(candidates)} candidates but {len(scores)} scores")
         if not candidates:
             return
-        lr, self.lr = self.lr, self.warmup_span / len(candidates)
-        try:
-            for c, reward in zip(candidates, percentile_ranks([_rankable(s) for s in scores])):
-                self._update(self.space.to_choices(c), reward)
-        finally:
-            self.lr = lr
+        lr = self.warmup_span / len(candidates)
+        for c, reward in zip(candidates, percentile_ranks([_rankable(s) for s in scores])):
+            self._update(self.space.to_choices(c), reward, lr)
         self._reset_learning()
 
     # -- state --------------------------------------------------------------------------------------------

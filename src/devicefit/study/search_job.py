@@ -169,7 +169,9 @@ def search(
         options.setdefault("move", True)
     if strategy == "brp":
         # the paper's M (rounds of M // iterations): eagle's 100 for NB201, or the whole budget when smaller
-        options.setdefault("budget", min(budget, 100))
+        from ..strategies.brp import EAGLE_BUDGET
+
+        options.setdefault("budget", min(budget, EAGLE_BUDGET))
     strat = make_strategy(strategy, sp, seed=seed, **options)
     initial = getattr(strat, "population_size", 0)
     if budget < initial:
