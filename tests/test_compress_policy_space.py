@@ -117,3 +117,35 @@ def test_low_rank_candidates_reuse_each_layers_svd(monkeypatch: pytest.MonkeyPat
     assert len(calls) == len(sp.decisions)  # outside the cache every build decomposes again
     x = torch.randn(2, *SHAPES["lenet5"])
     assert torch.equal(first.eval()(x), uncached.eval()(x))
+
+
+@pytest.mark.parametrize(("method", "metric"), [("lowrank", "params"), ("channel", "macs")])
+def test_a_budgeted_view_repairs_samples_to_a_tight_budget(method: str, metric: str) -> None:
+    sp = _space("resnet20", method)
+    smallest = sp.cost(sp.uniform(min(sp.ratios)))[metric]
+    limit = smallest + 0.15 * (sp.original_cost[metric] - smallest)
+    rng = random.Random(0)
+    raw = [sp.sample(rng) for _ in range(40)]
+    assert sum(sp.cost(c)[metric] <= limit for c in raw) < 4  # random policies almost never fit
+    view = sp.within(metric, limit)
+    for c in raw:
+        fixed = view.repair(c)
+        cost = sp.cost(fixed)[metric]
+        assert cost <= limit, (c, fixed)
+        if sp.cost(c)[metric] <= limit:
+            assert fixed == c
+        else:  # every decision at or below its sampled ratio, and no decision can go one step up
+            assert all(f <= r for f, r in zip(fixed, c))
+            for d, r in enumerate(fixed):
+                i = sp.ratios.index(r)
+                if r < c[d]:
+                    up = (*fixed[:d], sp.ratios[i + 1], *fixed[d + 1:])
+                    assert sp.cost(up)[metric] > limit, (d, fixed)
+    assert all(sp.cost(view.sample(rng))[metric] <= limit for _ in range(20))
+    choices = [len(sp.ratios) - 1] * len(sp.decisions)
+    assert sp.cost(view.from_choices(choices))[metric] <= limit and sp.from_choices(choices) == sp.uniform(1.0)
+    assert view.settings() == sp.settings()  # evaluations are shared: accuracy does not depend on the budget
+    with pytest.raises(InputError, match="impossible budget"):
+        sp.within(metric, 0.01 * sp.original_cost[metric])
+    with pytest.raises(InputError, match="exact budget"):
+        sp.within("latency_ms", 1.0)

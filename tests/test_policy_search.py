@@ -80,6 +80,23 @@ def test_strategies_search_the_policy_space_within_the_budget(lenet, data_root: 
         assert len(found.each) == 6 and found.accuracy == max(v for v in found.each if v is not None)
 
 
+def test_strategies_meet_a_budget_random_policies_almost_never_meet(lenet, data_root: Path, tmp_path: Path) -> None:
+    """Near the smallest policy's cost no random policy fits (the study used to give up after 200 rejections);
+    the searched space repairs samples to the budget, so every strategy runs its evaluations within it."""
+    from devicefit.compression.policy_space import PolicySpace
+    from devicefit.study import search_policy
+
+    model, _ = lenet
+    sp = PolicySpace(model, EXAMPLE, "lowrank")
+    smallest, original = sp.cost(sp.uniform(min(sp.ratios)))["params"], sp.original_cost["params"]
+    limit = smallest + 0.01 * (original - smallest)  # 42 of 4,096 policies fit: 1 % of random ones
+    for search in ("random", "evolution", "optuna", "rl"):
+        found = search_policy(model, EXAMPLE, method="lowrank", metric="params", limit=limit, search=search,
+                              evaluations=8, store=tmp_path / "tight.sqlite", dataset="mnist", images=100,
+                              data_dir=data_root, progress=False)
+        assert found.evaluations == 8 and found.cost["params"] <= limit, search
+
+
 def test_impossible_or_pointless_budgets_fail_before_any_work(lenet, data_root: Path, tmp_path: Path) -> None:
     from devicefit.study import search_policy
 

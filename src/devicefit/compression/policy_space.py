@@ -29,6 +29,17 @@ compressed model:
   (+ ``c_out``), a BatchNorm ``2 c``; every other parameter and MAC is unchanged. The groups are Torch-Pruning's
   (:func:`~devicefit.compression.analysis.dependency_graph`), the kept counts
   :func:`~devicefit.compression.channel.kept_channels`'.
+
+**Within a budget** (:meth:`PolicySpace.within`): a view of the space whose sampled and option-built candidates
+are repaired to ``metric <= limit`` (exact metrics only), as AMC bounds its agent's actions so that every policy
+meets the budget: a candidate over it steps every decision down by the same number of ratio steps (the fewest
+that fit), then raises decisions back one step at a time, in order and round after round, while the budget holds
+(none above its sampled ratio). Random policies, an
+agent's or a sampler's, then meet a tight budget (ResNet-56 at 0.2 of its parameters: none of 201 random
+low-rank policies did); what a strategy learns is the accuracy of the repaired candidate, a fixed function of
+its choices. Neighbours are not repaired (a local move over the budget is refused by the study's constraint).
+The view keys evaluations as the space does (a policy's accuracy does not depend on the budget); the study's
+constraint, which it claims in its store, is the budget.
 """
 
 from __future__ import annotations
@@ -98,6 +109,7 @@ class PolicySpace(MutableSpace[Ratios], CategoricalSpace[Ratios]):
         self._digest = weights_digest(self._model)
         self._svds: dict[Any, Any] = {}  # low rank: each layer's SVD, computed once
         self.energy = energy  # a BilinearEnergyModel: adds the metric energy_mj
+        self.budget: tuple[str, float] | None = None  # (metric, limit) of a view made by within()
         if method == "channel" and importance not in DATA_FREE_IMPORTANCES:
             raise InputError(f"policy search prunes channels by a data-free importance "
                              f"({', '.join(DATA_FREE_IMPORTANCES)}), so that a policy alone decides the model; got "
@@ -135,7 +147,7 @@ class PolicySpace(MutableSpace[Ratios], CategoricalSpace[Ratios]):
                 "energy": None if self.energy is None else self.energy.to_dict()}
 
     def sample(self, rng: random.Random) -> Ratios:
-        return tuple(rng.choice(self.ratios) for _ in self.decisions)
+        return self.repair(tuple(rng.choice(self.ratios) for _ in self.decisions))
 
     def key(self, candidate: Ratios) -> str:
         return self.identity(candidate)
@@ -178,11 +190,53 @@ class PolicySpace(MutableSpace[Ratios], CategoricalSpace[Ratios]):
         if len(choices) != len(self.decisions) or any(not 0 <= int(i) < len(self.ratios) for i in choices):
             raise InputError(f"expected {len(self.decisions)} option indices in 0..{len(self.ratios) - 1}, got "
                              f"{list(choices)!r}")
-        return tuple(self.ratios[int(i)] for i in choices)
+        return self.repair(tuple(self.ratios[int(i)] for i in choices))
 
     @property
     def decision_names(self) -> tuple[str, ...]:
         return tuple(d[0] for d in self.decisions)
+
+    # -- the budget -------------------------------------------------------------------------------------
+    def within(self, metric: str, limit: float) -> PolicySpace:
+        """This space, its samples and option-built candidates repaired to ``metric <= limit`` (module docstring)."""
+        if metric not in self.metrics:
+            raise InputError(f"a {self.method} policy's exact budget is one of {', '.join(self.metrics)}, "
+                             f"got {metric!r}")
+        if self.cost(self.uniform(min(self.ratios)))[metric] > limit:
+            raise InputError(f"impossible budget: even every decision at ratio {min(self.ratios)} has {metric} > "
+                             f"{limit:,.6g}")
+        view = copy.copy(self)
+        view.budget = (metric, float(limit))
+        return view
+
+    def repair(self, candidate: Ratios) -> Ratios:
+        """The candidate within :attr:`budget` (unchanged when it is, or when the space has none)."""
+        c = self._check(candidate)
+        if self.budget is None:
+            return c
+        metric, limit = self.budget
+
+        def fits(idx: Sequence[int]) -> bool:
+            return self._cost.of(tuple(self.ratios[i] for i in idx))[metric] <= limit
+
+        idx = [self.ratios.index(r) for r in c]
+        if fits(idx):
+            return c
+        for step in range(1, max(idx) + 1):
+            low = [max(i - step, 0) for i in idx]
+            if fits(low):
+                raised = True
+                while raised:  # one step at a time, in order, up to each decision's sampled ratio
+                    raised = False
+                    for d, i in enumerate(idx):
+                        if low[d] < i:
+                            low[d] += 1
+                            if fits(low):
+                                raised = True
+                            else:
+                                low[d] -= 1
+                return tuple(self.ratios[i] for i in low)
+        return c  # not reached: within() refuses budgets the smallest policy breaks
 
     # -- policies and their cost --------------------------------------------------------------------------
     @property

@@ -29,9 +29,11 @@ Searches:
 - ``rl``: the bounded-action policy-gradient agent of AMC / ShrinkML (:mod:`devicefit.strategies.bounded_rl`);
 - ``random``, ``evolution``, ``reinforce``, ``optuna`` (TPE by default): the search strategies of
   :mod:`devicefit.strategies` on the policy space, in a :class:`~devicefit.study.Study` with the budget as its
-  constraint, for ``evaluations`` accuracy estimates. Aging evolution's population is scaled to the budget
-  (``evaluations // 4``, 8 to 64; tournaments of a quarter of it) unless ``strategy_options`` say otherwise:
-  Real et al.'s 64 would leave a 60-estimate search all initial population, i.e. random search.
+  constraint, for ``evaluations`` accuracy estimates; on an exact budget their samples are repaired to it
+  (:meth:`~devicefit.compression.policy_space.PolicySpace.within`, AMC's bounded actions). Aging evolution's
+  population is scaled to the budget (``evaluations // 4``, 8 to 64; tournaments of a quarter of it) unless
+  ``strategy_options`` say otherwise: Real et al.'s 64 would leave a 60-estimate search all initial population,
+  i.e. random search.
 
 A budget that even the smallest policy (every decision at the smallest ratio) exceeds is refused before any
 work; one that the uncompressed model meets needs no search and is refused too (nothing to compress to).
@@ -150,7 +152,8 @@ def search_policy(
             options["population"] = min(64, max(8, evaluations // 4))
             options.setdefault("tournament", max(2, options["population"] // 4))
         named = "".join(f"-{k}{v}" for k, v in sorted(options.items()) if isinstance(v, (int, float, str)))
-        result = _study(space, accuracy, cost_est, limit, search, evaluations, store, seed, options,
+        searched = space if metric == LATENCY else space.within(metric, limit)  # samples repaired to the budget
+        result = _study(searched, accuracy, cost_est, limit, search, evaluations, store, seed, options,
                         executor, progress, name or f"policy-{search}-{seed}{named}")
     if metric == LATENCY:
         result.cost = {**result.cost, LATENCY: costs.of(result.candidate)}
