@@ -35,6 +35,7 @@ from common import RESULTS_DIR, markdown_table, write_results
 NAME = "automl_compress"
 RUNS = RESULTS_DIR / ".automl"
 SEARCHES = ("greedy", "rl", "evolution", "optuna")
+SEARCH_NAMES = {"rl": "RL (the AMC/ShrinkML bounded agent)", "evolution": "Aging evolution", "optuna": "TPE"}
 
 
 #: per model of the iterative rows: data set, input shape, recovery learning rate, augmentation, clipping
@@ -199,7 +200,8 @@ def _write(data: dict[str, Any], args: argparse.Namespace) -> None:
         lines += [f"## Iterative against one-shot low rank: {m} to 5x fewer parameters", "",
                   f"{m} {where}. "
                   + ("Greedy policy search" if m == "lstm" or args.cnn_search == "greedy" else
-                     f"{args.cnn_search.capitalize()} policy search ({args.evaluations} estimates a round)")
+                     f"{SEARCH_NAMES.get(args.cnn_search, args.cnn_search)} policy search ({args.evaluations} "
+                     "estimates a round; greedy would estimate every layer at every ratio, 385 a round)")
                   + ", each round recovered with distillation"
                   + (" (gradient norm clipped at 5)" if ITERATIVE[m][4] else "") + "; before each later round the "
                   "factorised matrices are multiplied back (merge_factorized), so each round truncates every matrix "
