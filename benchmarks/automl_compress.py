@@ -2,16 +2,18 @@
 
 Part 1, iterative against one shot (arXiv 2008.02897): low rank to 5x fewer parameters of the row-MNIST LSTM
 (trained on MNIST ``train8k``, the first 8,000 images of the official MNIST test set; tested on ``test2k``, the
-other 2,000) and, with ``--iterative lstm,resnet56``, of ResNet-56 on CIFAR-10; greedy policy search in 1 round
-(one shot) and in 3 rounds, each round recovered with the same distillation (``--rnn-epochs`` / ``--cnn-epochs``
-per round; one shot gets 3 times that, and the 3 rounds run again with 3 times that each).
+other 2,000) and of ResNet-56 on CIFAR-10 (``--iterative``); policies searched in 1 round (one shot) and in 3
+rounds, each round recovered with the same distillation (``--rnn-epochs`` / ``--cnn-epochs`` per round; one shot
+gets 3 times that; the LSTM's 3 rounds run again with 3 times that each, ``--cnn-same-per-round`` does the same
+for ResNet-56). The LSTM's rounds search greedily; ResNet-56's with ``--cnn-search`` (default rl: greedy would
+estimate its 55 layers at 7 ratios, 385 estimates a round).
 
-Part 2, policy searches on a CIFAR ResNet (``--model``, default resnet20: ResNet-56 does not fit this CPU-only
-machine's time; see the README) to ``--macs`` of the original's MACs with channel pruning: greedy (AIMET),
-rl (AMC/ShrinkML bounded agent), evolution, optuna (TPE), each ``--evaluations`` accuracy estimates (a slice of the
-training images, no fine-tuning, BN re-calibrated); the uniform ratio within the same budget; Torch-Pruning's
-global magnitude pruner at the same MACs. Every policy is then recovered with the same ``--epochs`` of
-distillation and measured by :func:`devicefit.compress` (test accuracy, MACs, ONNX Runtime speed-up).
+Part 2, policy searches on CIFAR ResNets (``--model``, default resnet20,resnet56) to ``--macs`` of the original's
+MACs with channel pruning: greedy (AIMET), rl (AMC/ShrinkML bounded agent), evolution, optuna (TPE), each
+``--evaluations`` accuracy estimates (a slice of the training images, no fine-tuning, BN re-calibrated); the
+largest uniform keep ratio within the same MACs (bisected); Torch-Pruning's global magnitude pruner bisected to
+the same MACs. Every policy is then recovered with the same ``--epochs`` of distillation and measured by
+:func:`devicefit.compress` (test accuracy, MACs, ONNX Runtime speed-up). About 3 CPU hours here in all.
 
 Resumable: searches live in ``results/.automl/*.sqlite``, runs in ``results/.automl/<row>/``.
 
@@ -162,17 +164,17 @@ def uniform_within(model: torch.nn.Module, example: torch.Tensor, target: int) -
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--model", default="resnet20", help="models of the policy searches, comma separated")
+    ap.add_argument("--model", default="resnet20,resnet56", help="models of the policy searches, comma separated")
     ap.add_argument("--macs", type=float, default=0.5)
     ap.add_argument("--evaluations", type=int, default=60)
     ap.add_argument("--images", type=int, default=500)
     ap.add_argument("--epochs", type=float, default=0.5)
     ap.add_argument("--rnn-epochs", type=float, default=1.0)
-    ap.add_argument("--iterative", default="lstm", help="models of the iterative rows (lstm, resnet56)")
-    ap.add_argument("--cnn-epochs", type=float, default=0.5, help="epochs per iterative round of a CIFAR model")
-    ap.add_argument("--cnn-search", default="greedy", help="policy search of a CIFAR model's iterative rounds "
+    ap.add_argument("--iterative", default="lstm,resnet56", help="models of the iterative rows (lstm, resnet56)")
+    ap.add_argument("--cnn-epochs", type=float, default=0.25, help="epochs per iterative round of a CIFAR model")
+    ap.add_argument("--cnn-search", default="rl", help="policy search of a CIFAR model's iterative rounds "
                     "(greedy estimates every layer at every ratio: 385 a round for ResNet-56)")
-    ap.add_argument("--cnn-same-per-round", action=argparse.BooleanOptionalAction, default=True,
+    ap.add_argument("--cnn-same-per-round", action=argparse.BooleanOptionalAction, default=False,
                     help="also the CIFAR model's 3 rounds of 3 x --cnn-epochs each")
     args = ap.parse_args()
     RUNS.mkdir(parents=True, exist_ok=True)
