@@ -5,7 +5,8 @@ predictor pre-trained on 256 of the 3,000 synflow-ranked warm-up cells); its goa
 optimum in under 50 evaluations (median), is missed there. This script runs variants of that configuration,
 each a :func:`devicefit.search` with ``strategy_options``, on the same stores (synflow scores cached there):
 
-- ``eagle``: the search benchmark's configuration, read back from its runs (``brp-w3000-m0-free``);
+- ``eagle``: the search benchmark's configuration and runs (``brp-w3000-m0-free``; more seeds run here the same
+  way, which the search benchmark reads back);
 - ``rank``: round 0 from the proxy ranking itself, the predictor untrained (eagle's ``--foresight_simple``);
 - ``pretrain-3000``: the predictor pre-trained on all 3,000 warm-up cells instead of 256;
 - ``rounds-10``: 10 rounds of 10 instead of 5 of 20 (the predictor retrained twice as often).
@@ -61,8 +62,8 @@ def run_variant(dataset: str, variant: str, runs: int, read_only: bool = False) 
     for seed in range(runs):
         job = f"{prefix}/seed{seed}"
         if stored_trials(dataset, job) is None:
-            if variant == "eagle" or read_only:
-                break  # the search benchmark's runs (or, read-only, this script's): as many as were made
+            if read_only:
+                break  # as many as were made
             start = time.perf_counter()
             devicefit.search(objective=DATASETS[dataset][0], strategy="brp", budget=BRP_BUDGET,
                              store=store_path(dataset), seed=seed, warmup=WARMUP, name=job, progress=False,
@@ -98,8 +99,8 @@ def main() -> None:
     body = "\n".join([
         f"BRP-NAS with zero-cost warm-up ({WARMUP} synflow-scored cells), {BRP_BUDGET} evaluations per run, "
         f"NAS-Bench-201 validation accuracy; evaluations until the run's best is within {WITHIN} point of the "
-        "optimum (\"-\": not within the run). `eagle`: the search benchmark's own runs (M = 100 in 5 rounds, "
-        "predictor pre-trained on 256 warm-up cells); the others change one setting (see the script).", "",
+        "optimum (\"-\": not within the run). `eagle`: the search benchmark's configuration and runs (M = 100 in "
+        "5 rounds, predictor pre-trained on 256 warm-up cells); the others change one setting (see the script).", "",
         markdown_table(["data set", "variant", "runs", "median evaluations", "share reached", "each run"], rows),
         ""])
     write_results(NAME, "BRP-NAS variants on NAS-Bench-201", body, data)
