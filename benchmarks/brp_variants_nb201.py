@@ -81,7 +81,7 @@ def run_variant(dataset: str, variant: str, runs: int, read_only: bool = False) 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--datasets", default="cifar10,cifar100")
+    ap.add_argument("--datasets", default="cifar10,cifar100,imagenet16")
     ap.add_argument("--variants", default=",".join(VARIANTS))
     ap.add_argument("--runs", type=int, default=10)
     ap.add_argument("--read-only", action="store_true", help="tabulate the runs in the stores, start none")
@@ -93,6 +93,8 @@ def main() -> None:
         for v in [x for x in args.variants.split(",") if x]:
             r = run_variant(d, v, args.runs, args.read_only)
             data["datasets"][d]["variants"][v] = r
+            if not r["runs"]:
+                continue  # not run for this data set (read-only)
             rows.append([d, v, r["runs"], r["median"] if r["median"] is not None else "-",
                          r["reached_share"], ", ".join("-" if h is None else str(h)
                                                        for h in r["evaluations_to_optimum"])])
