@@ -40,6 +40,18 @@ def test_constrained_search_resumes_and_reports_test_accuracy(tables: Path, tmp_
     assert other.exit_code == 2 and "seed=3" in other.output
 
 
+def test_strategy_options_reach_the_strategy(tables: Path, tmp_path: Path) -> None:
+    """Evolution's population of 64 cannot run in 12 evaluations; --option makes it 8 (tournaments of 3)."""
+    args = ["search", "--strategy", "evolution", "--budget", "12", "--store", str(tmp_path / "s.sqlite"),
+            "--data-dir", str(tables), "--json"]
+    assert runner.invoke(app, args).exit_code == 2
+    res = runner.invoke(app, [*args, "--option", "population=8", "--option", "tournament=3"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.output)
+    assert out["evaluations"] == 12
+    assert out["settings"]["strategy"] == {"name": "evolution", "population": 8, "tournament": 3}
+
+
 @pytest.mark.parametrize(("extra", "message"), [
     (["--objective", "c10_best"], "no column 'c10_best'"),
     (["--device", "pixel9", "--max-latency", "3"], "unknown device 'pixel9'"),
@@ -50,6 +62,8 @@ def test_constrained_search_resumes_and_reports_test_accuracy(tables: Path, tmp_
     (["--multi-objective"], "give --device"),
     (["--sampler", "nsga2"], "needs --strategy optuna"),
     (["--strategy", "random", "--move"], "random has none"),
+    (["--option", "iterations"], "KEY=VALUE"),
+    (["--option", "generations=5"], "bad options"),
 ])
 def test_bad_settings_fail_before_any_work(tables: Path, tmp_path: Path, extra: list[str], message: str) -> None:
     store = tmp_path / "s.sqlite"

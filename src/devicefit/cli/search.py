@@ -14,6 +14,24 @@ STRATEGY_NAMES = ("random", "evolution", "reinforce", "brp", "optuna")
 EXECUTOR_NAMES = ("inline", "process", "ray")
 
 
+def strategy_options(pairs: list[str]) -> dict[str, object]:
+    """``KEY=VALUE`` pairs as strategy options (VALUE as JSON where it parses: 10, 0.5, true; else the text)."""
+    import json
+
+    from ..errors import InputError
+
+    out: dict[str, object] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip() or not value.strip():
+            raise InputError(f"--option takes KEY=VALUE (e.g. iterations=10), got {pair!r}")
+        try:
+            out[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key.strip()] = value.strip()
+    return out
+
+
 @app.command("search")
 @clean_errors
 def search_command(
@@ -46,6 +64,9 @@ def search_command(
         "trade accuracy against it, and optuna searches both objectives."),
     sampler: Literal["tpe", "random", "nsga2"] = typer.Option(
         None, "--sampler", help="Optuna sampler (with --strategy optuna; default tpe)."),
+    option: list[str] = typer.Option(None, "--option", help="A strategy option KEY=VALUE (repeatable; VALUE read as "
+                                     "JSON where it parses, else text), e.g. --option iterations=10 for brp, "
+                                     "--option population=32 for evolution."),
     executor: Literal[EXECUTOR_NAMES] = typer.Option("inline", "--executor", help="Where evaluations run."),
     workers: int = typer.Option(2, "--workers", min=1, help="Processes (process) or CPUs (local ray)."),
     ray_address: str = typer.Option(None, "--ray-address", help="A running Ray cluster (with --executor ray)."),
@@ -58,12 +79,15 @@ def search_command(
 
     if sampler is not None and strategy != "optuna":
         raise InputError(f"--sampler chooses an Optuna sampler: it needs --strategy optuna, not {strategy}")
+    options = strategy_options(option or [])
+    if sampler is not None:
+        options["sampler"] = sampler
     result = search(space, objective=objective, strategy=strategy, budget=budget, store=store, seed=seed,
                     device=device, max_latency_ms=max_latency, latency_from=latency_from, predictor=predictor,
                     max_macs=max_macs, max_params=max_params, warmup=warmup, proxy=proxy, move=move,
                     proxy_images=proxy_images, multi_objective=multi_objective, executor=executor, workers=workers,
                     ray_address=ray_address, data_dir=data_dir,
-                    strategy_options=None if sampler is None else {"sampler": sampler}, progress=not as_json)
+                    strategy_options=options or None, progress=not as_json)
     summary = result.summary()
     if as_json:
         print_json(summary)
