@@ -32,7 +32,7 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS_DIR, markdown_table, write_results
+from common import RESULTS_DIR, bisect_boundary, markdown_table, write_results
 
 NAME = "automl_compress"
 RUNS = RESULTS_DIR / ".automl"
@@ -153,13 +153,9 @@ def uniform_within(model: torch.nn.Module, example: torch.Tensor, target: int) -
     def macs_at(r: float) -> int:
         return _macs(apply_policy(model, Policy.uniform(model, method_action("channel", r)), example).model, example)
 
-    lo, hi = 1 / 1024, 1.0
-    if macs_at(lo) > target:
+    if macs_at(1 / 1024) > target:
         raise ValueError(f"no uniform keep ratio reaches {target:,} MACs")
-    while hi - lo > 1 / 1024:
-        mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if macs_at(mid) <= target else (lo, mid)
-    return lo
+    return bisect_boundary(lambda r: macs_at(r) <= target, 1 / 1024, 1.0, 10)  # 10 halvings: within 1/1024
 
 
 def main() -> None:

@@ -7,6 +7,7 @@ import json
 import os
 import platform
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -80,3 +81,13 @@ def cached_run(path: Path, compute: Any) -> dict[str, Any]:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=1))
     return data
+
+
+def bisect_boundary(fits: Callable[[float], bool], good: float, bad: float, steps: int) -> float:
+    """The setting nearest ``bad`` that still ``fits`` (``fits(good)`` is assumed, ``fits`` monotone between),
+    after ``steps`` halvings: e.g. the largest keep ratio, or the smallest pruning ratio, within a MACs target."""
+    for _ in range(steps):
+        mid = (good + bad) / 2
+        good, bad = (mid, bad) if fits(mid) else (good, mid)
+    return good
+

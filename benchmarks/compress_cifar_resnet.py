@@ -33,7 +33,7 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS_DIR, cached_run, markdown_table, write_results
+from common import RESULTS_DIR, bisect_boundary, cached_run, markdown_table, write_results
 
 import devicefit
 
@@ -125,11 +125,8 @@ def peer(model: str, target_macs: int, epochs: float) -> dict[str, Any]:
                                   customized_pruners={ChannelScatter: scatter_pruner()}).step()
         return m
 
-    lo, hi = 0.0, 0.9
-    for _ in range(14):  # the smallest ratio whose MACs are at most the target
-        mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if compressed_cost(pruned(mid), example)["macs"] > target_macs else (lo, mid)
-    compressed = pruned(hi)
+    ratio = bisect_boundary(lambda r: compressed_cost(pruned(r), example)["macs"] <= target_macs, 0.9, 0.0, 14)
+    compressed = pruned(ratio)  # the smallest pruning ratio whose MACs are at most the target
     train, test = load_images("cifar10", "train"), load_images("cifar10", "test")
     calibration = list(train.subset(1280).batches(64))
     recalibrate_batchnorm(compressed, calibration)
@@ -140,7 +137,7 @@ def peer(model: str, target_macs: int, epochs: float) -> dict[str, Any]:
     c1 = compare_models(original, compressed, example, runtimes=("onnxruntime",), protocol=TimingProtocol(threads=1))
     cb = compare_models(original, compressed, torch.zeros(BATCH, 3, 32, 32), runtimes=("onnxruntime",),
                         protocol=_timing())
-    data = {"pruning_ratio": hi, "accuracy": acc,
+    data = {"pruning_ratio": ratio, "accuracy": acc,
             "cost": {"original": compressed_cost(original, example), "compressed": compressed_cost(compressed,
                                                                                                    example)},
             "latency_ms": {"original": c1.runtimes[0].original.median_ms,
