@@ -138,6 +138,17 @@ def test_nb201_table_rejects_corrupt_files(tmp_path: Path) -> None:
         load_nb201_table(bad)
 
 
+def test_nb201_table_refuses_control_characters_that_str_strip_would_drop(tmp_path: Path) -> None:
+    """``str.strip`` and ``re``'s ``\\s`` take the separators ``\\x1c``-``\\x1f`` as spaces, ``float`` does not:
+    a field holding one is corrupt, not a number with a space around it (Hypothesis found ``"106\\x1c"``)."""
+    good = _nb201_csv(tmp_path / "good.csv", [(106, A.to_str(), " 93.5 ", "")])
+    assert load_nb201_table(good, complete=False).nb201_index.tolist() == [106]
+    for row in [("106\x1c", A.to_str(), "93.5", ""), (106, A.to_str(), "93.5\x1f", ""), (106, A.to_str(), "93.5", "\x1c")]:
+        bad = _nb201_csv(tmp_path / "bad.csv", [row])
+        with pytest.raises(DataFileError, match="bad.csv.*line 2: column"):
+            load_nb201_table(bad, complete=False)
+
+
 @pytest.mark.parametrize(
     ("rows", "message"),
     [

@@ -8,7 +8,8 @@ one in ~50 ms and every rule is here:
 - the header is non-empty and its names are distinct and non-blank; every other line has exactly as
   many fields as the header (blank lines are skipped);
 - a number is ASCII, finite, written without ``_`` (``float()`` would take ``1_0`` as 10); an empty
-  (or blank) field is a missing value; ``nan``, ``inf`` and words are errors;
+  field, or one of ASCII spaces only, is a missing value; ``nan``, ``inf``, words and control characters
+  (``str.strip`` would take the separator ``\\x1c`` as a space) are errors;
 - an integer index is written as an integer (``3``) or an integral decimal (``3.0``, as tools that store
   the column as floats write it); ``3.5`` and ``3e0`` are errors.
 """
@@ -28,7 +29,9 @@ from .datadir import DataFileError
 if TYPE_CHECKING:
     import numpy as np
 
-_INDEX = re.compile(r"\s*\+?([0-9]+)(?:\.0*)?\s*")
+# The whitespace ``float()`` strips: ASCII only (``str.strip`` and ``re``'s ``\s`` also take ``\x1c``-``\x1f``).
+_SPACE = " \t\n\r\v\f"
+_INDEX = re.compile(r"[ \t\n\r\v\f]*\+?([0-9]+)(?:\.0*)?[ \t\n\r\v\f]*")
 
 
 @dataclass(frozen=True)
@@ -109,7 +112,7 @@ def number_column(table: CsvRows, name: str) -> np.ndarray:
                 return values
     values = np.empty(len(texts), dtype=np.float64)
     for i, s in enumerate(texts):
-        if not s.strip():
+        if not s.strip(_SPACE):
             values[i] = math.nan
             continue
         v = _number(s)
