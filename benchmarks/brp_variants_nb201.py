@@ -9,7 +9,13 @@ each a :func:`devicefit.search` with ``strategy_options``, on the same stores (s
   way, which the search benchmark reads back);
 - ``rank``: round 0 from the proxy ranking itself, the predictor untrained (eagle's ``--foresight_simple``);
 - ``pretrain-3000``: the predictor pre-trained on all 3,000 warm-up cells instead of 256;
-- ``rounds-10``: 10 rounds of 10 instead of 5 of 20 (the predictor retrained twice as often).
+- ``rounds-10``: 10 rounds of 10 instead of 5 of 20 (the predictor retrained twice as often; the search
+  benchmark's ``brp + warm-up (10 rounds)`` row, the same runs);
+- ``batch-8``, ``batch-4``: 8 or 4 candidates per optimiser step instead of 32 (56 or 12 pairs a step, as
+  eagle's 64 pairs growing from 12): 4x or 8x the optimiser steps, as many as eagle takes in its early rounds.
+
+Each run goes through the search benchmark's ``one_run`` (study ``<config job>/seed<N>``, wall time kept
+beside the store), so a variant's runs are the search benchmark's runs of the same configuration.
 
 Reports, per data set and variant, the evaluations each run needed to come within 0.1 point of the optimum
 (validation accuracy, as the search benchmark), their median, and the share of runs that got there in 100.
@@ -26,57 +32,47 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import markdown_table, write_results
-from search_nb201 import BRP_BUDGET, DATASETS, WARMUP, WITHIN, curve_of, optimum, store_path, stored_trials
-
-import devicefit
+from search_nb201 import BRP_BUDGET, WARMUP, WITHIN, Config, one_run, optimum
 
 NAME = "brp_variants_nb201"
-#: variant -> (study name prefix, brp strategy options); ``eagle`` is the search benchmark's own runs
-VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
-    "eagle": ("brp-w3000-m0-free", {}),
-    "rank": ("x-brp-w3000-rank", {"zero_cost": "rank"}),
-    "pretrain-3000": ("x-brp-w3000-pre3000", {"warmup_points": 3000}),
-    "rounds-10": ("x-brp-w3000-iter10", {"iterations": 10}),
+#: variant -> the brp strategy options it changes; ``eagle`` is the search benchmark's ``brp + warm-up``
+VARIANTS: dict[str, dict[str, Any]] = {
+    "eagle": {},
+    "rank": {"zero_cost": "rank"},
+    "pretrain-3000": {"warmup_points": 3000},
+    "rounds-10": {"iterations": 10},
+    "batch-8": {"batch_size": 8},
+    "batch-4": {"batch_size": 4},
 }
 
 
-def reach(dataset: str, job: str, opt: float) -> int | None:
-    """Evaluations until the run's best is within WITHIN of ``opt`` (None: not within its budget)."""
-    trials = stored_trials(dataset, job)
-    assert trials is not None, job
-    curve = curve_of(trials)
-    return next((i + 1 for i, v in enumerate(curve) if v is not None and v >= opt - WITHIN - 1e-9), None)
-
-
 def run_variant(dataset: str, variant: str, runs: int, read_only: bool = False) -> dict[str, Any]:
-    prefix, options = VARIANTS[variant]
+    options = VARIANTS[variant]
+    config = Config("brp", WARMUP, options=tuple(options.items()))
     opt = optimum(dataset, None)
     hits: list[int | None] = []
     seconds: list[float] = []
     for seed in range(runs):
-        job = f"{prefix}/seed{seed}"
-        if stored_trials(dataset, job) is None:
-            if read_only:
-                break  # as many as were made
-            start = time.perf_counter()
-            devicefit.search(objective=DATASETS[dataset][0], strategy="brp", budget=BRP_BUDGET,
-                             store=store_path(dataset), seed=seed, warmup=WARMUP, name=job, progress=False,
-                             strategy_options=options)
-            seconds.append(time.perf_counter() - start)
-        hits.append(reach(dataset, job, opt))
+        r = one_run(dataset, config, seed, None, read_only)
+        if r is None:
+            break  # read-only: as many as were made
+        if r["seconds"] is not None:
+            seconds.append(r["seconds"])
+        hits.append(next((i + 1 for i, v in enumerate(r["curve"]) if v is not None and v >= opt - WITHIN - 1e-9),
+                         None))
         print(dataset, variant, seed, hits[-1], flush=True)
     ranked = [h if h is not None else float("inf") for h in hits]
     med = statistics.median(ranked) if ranked else None
     return {"options": options, "runs": len(hits), "evaluations_to_optimum": hits,
             "median": None if med in (None, float("inf")) else med,
             "reached_share": sum(h is not None for h in hits) / len(hits) if hits else None,
-            "mean_run_seconds_here": statistics.fmean(seconds) if seconds else None}
+            "job": config.job, "mean_run_seconds": statistics.fmean(seconds) if seconds else None,
+            "timed_runs": len(seconds)}
 
 
 def main() -> None:

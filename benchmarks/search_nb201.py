@@ -72,22 +72,30 @@ REFERENCES = {
 }
 
 
+#: BRP rounds beyond eagle's 5 (``brp_variants_nb201.py``: 10 rounds of 10 got to the optimum sooner)
+ROUNDS = 10
+
+
 @dataclass(frozen=True)
 class Config:
     strategy: str
     warmup: int = 0
     move: bool = False
     constrained: bool = False
+    #: strategy options other than the defaults, as (name, value) pairs (``strategy_options`` of the search)
+    options: tuple[tuple[str, Any], ...] = ()
 
     @property
     def label(self) -> str:
         parts = [self.strategy] + (["warm-up"] if self.warmup else []) + (["move"] if self.move else [])
-        return " + ".join(parts)
+        rounds = dict(self.options).get("iterations")
+        return " + ".join(parts) + (f" ({rounds} rounds)" if rounds else "")
 
     @property
     def job(self) -> str:
         setting = "free" if not self.constrained else "lat-cheapmove" if self.move else "lat"  # moves that respect
-        return f"{self.strategy}-w{self.warmup}-m{int(self.move)}-{setting}"  # the budget (a later fix)
+        return (f"{self.strategy}-w{self.warmup}-m{int(self.move)}-{setting}"  # the budget (a later fix)
+                + "".join(f"-{k}{v}" for k, v in self.options))
 
 
 def configs(constrained: bool) -> list[Config]:
@@ -95,7 +103,8 @@ def configs(constrained: bool) -> list[Config]:
     plain = [Config(s, constrained=constrained) for s in ("random", "evolution", "reinforce", "optuna")]
     warm = [Config(s, WARMUP, constrained=constrained) for s in ("random", "evolution", "reinforce")]
     move = [Config(s, WARMUP, True, constrained) for s in ("evolution", "reinforce")]
-    brp = [Config("brp", constrained=constrained), Config("brp", WARMUP, constrained=constrained)]
+    brp = [Config("brp", constrained=constrained), Config("brp", WARMUP, constrained=constrained),
+           Config("brp", WARMUP, constrained=constrained, options=(("iterations", ROUNDS),))]
     return plain + warm + move + brp
 
 
@@ -159,22 +168,29 @@ def stored_trials(dataset: str, job: str) -> list[dict[str, Any]] | None:
         return None
 
 
-def one_run(dataset: str, config: Config, seed: int, limit_ms: float | None) -> dict[str, Any]:
+def one_run(dataset: str, config: Config, seed: int, limit_ms: float | None,
+            read_only: bool = False) -> dict[str, Any] | None:
+    """Seed ``seed`` of ``config``: read back from the store when finished, else run (a run cut short is
+    resumed by the same search); None when ``read_only`` and the run is not finished."""
     job = f"{config.job}/seed{seed}"
+    budget = BRP_BUDGET if config.strategy == "brp" else BUDGET
     trials = stored_trials(dataset, job)
+    finished = trials is not None and sum(t["evaluated"] for t in trials) >= budget
+    if not finished and read_only:
+        return None
     timings = STORES / f"{dataset}.seconds.json"  # each run's wall time, kept for the runs read back later
     known = json.loads(timings.read_text()) if timings.exists() else {}
     seconds = known.get(job)
-    if trials is None:
+    if not finished:
         start = time.perf_counter()
-        devicefit.search(objective=DATASETS[dataset][0], strategy=config.strategy,
-                         budget=BRP_BUDGET if config.strategy == "brp" else BUDGET,
+        devicefit.search(objective=DATASETS[dataset][0], strategy=config.strategy, budget=budget,
                          store=store_path(dataset), seed=seed, warmup=config.warmup, move=config.move,
                          device=DEVICE if limit_ms is not None else None, max_latency_ms=limit_ms, name=job,
-                         progress=False)
-        seconds = time.perf_counter() - start
-        known = json.loads(timings.read_text()) if timings.exists() else {}
-        timings.write_text(json.dumps({**known, job: seconds}))
+                         progress=False, strategy_options=dict(config.options) or None)
+        if trials is None:  # a resumed run's time would be its remainder only: left untimed
+            seconds = time.perf_counter() - start
+            known = json.loads(timings.read_text()) if timings.exists() else {}
+            timings.write_text(json.dumps({**known, job: seconds}))
         trials = stored_trials(dataset, job)
         assert trials is not None
     curve = curve_of(trials)
@@ -195,15 +211,17 @@ def summarize(runs: list[dict[str, Any]], opt: float, tests: dict[str, list[floa
         hit = next((i + 1 for i, v in enumerate(r["curve"]) if v is not None and v >= opt - WITHIN - 1e-9), None)
         reach.append(hit if hit is not None else float("inf"))
     med = statistics.median(reach) if reach else None
-    secs = [r["seconds"] for r in runs if r["seconds"] is not None]
-    return {"runs": len(runs), "at": at, "median_evals_to_optimum": None if med == float("inf") else med,
+    secs = [r["seconds"] for r in runs if r["seconds"] is not None]  # resumed or older runs: untimed
+    return {"runs": len(runs), "timed_runs": len(secs), "at": at,
+            "median_evals_to_optimum": None if med == float("inf") else med,
             "reached_share": sum(x != float("inf") for x in reach) / len(reach) if reach else None,
             "test_of_best": {k: statistics.fmean(v) for k, v in tests.items() if v},
             "mean_run_seconds": statistics.fmean(secs) if secs else None}
 
 
 def run_dataset(dataset: str, runs: int, brp_runs: int, constrained_runs: int, constrained_brp_runs: int,
-                constrained_too: bool, only: list[str] | None, data: dict[str, Any], save: Any) -> None:
+                constrained_too: bool, only: list[str] | None, data: dict[str, Any], save: Any,
+                read_only: bool = False) -> None:
     table = load_nb201_table(data_dir() / "nb201" / "nb201_accuracy.csv")
     space = get_space("nb201")
     settings = [False, True] if constrained_too else [False]
@@ -224,13 +242,17 @@ def run_dataset(dataset: str, runs: int, brp_runs: int, constrained_runs: int, c
             done = []
             tests: dict[str, list[float]] = {c: [] for c in DATASETS[dataset][1]}
             for seed in range(n):
-                r = one_run(dataset, config, seed, limit)
+                r = one_run(dataset, config, seed, limit, read_only)
+                if r is None:
+                    break  # read-only: as many runs as the store has
                 done.append(r)
                 cell = space.from_identity(r["best_candidate"])
                 for c in tests:
                     v = table.value(cell, c)
                     if v is not None:
                         tests[c].append(v)
+            if not done:
+                continue
             section["configs"][config.label] = {**summarize(done, opt, tests), "job": config.job,
                                                 "curves_mean": _mean_curve(done)}
             print(dataset, "constrained" if constrained else "free", config.label,
@@ -356,10 +378,18 @@ def plot(data: dict[str, Any]) -> list[str]:
     return written
 
 
+def _seconds(config: dict[str, Any]) -> str:
+    """Mean wall time of a run, and of how many runs when some were made untimed (by another script)."""
+    mean, timed = config["mean_run_seconds"], config.get("timed_runs")
+    if mean is None:
+        return ""
+    return f"{mean:.1f}" + (f" ({timed} timed)" if timed is not None and timed < config["runs"] else "")
+
+
 def markdown(data: dict[str, Any]) -> str:
     body = ["Each run is one `devicefit.search` (a Study on the data set's store); 300 evaluations of distinct cells; "
-            f"BRP runs stop at {BRP_BUDGET} evaluations (eagle's NB201 budget M, 5 rounds of 20), so their @200 and "
-            "@300 are blank; "
+            f"BRP runs stop at {BRP_BUDGET} evaluations (eagle's NB201 budget M, 5 rounds of 20; *{ROUNDS} rounds*: "
+            f"{ROUNDS} rounds of {BRP_BUDGET // ROUNDS}), so their @200 and @300 are blank; "
             f"warm-up: {WARMUP} cells scored with synflow (cached once per cell); move: evolution mutates to the "
             "best-scored of the 24 one-edge neighbours (a random one with p = 0.25), reinforce takes the best of 10 "
             "policy samples. Spread: mean ± standard deviation over runs. *to opt.* = median evaluations until the "
@@ -386,7 +416,7 @@ def markdown(data: dict[str, Any]) -> str:
                 cells = [f"{c['at'][str(n)]['mean']:.2f} ± {c['at'][str(n)]['std']:.2f}" if str(n) in c["at"] else ""
                          for n in POINTS]
                 rows.append([label, c["runs"], *cells, c["median_evals_to_optimum"],
-                             *[c["test_of_best"].get(t) for t in tests], c["mean_run_seconds"]])
+                             *[c["test_of_best"].get(t) for t in tests], _seconds(c)])
             body += [markdown_table(header, rows), ""]
     if "overhead" in data:
         o = data["overhead"]
@@ -416,6 +446,8 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--overhead", action="store_true")
     ap.add_argument("--only", default="", help="comma-separated strategy labels to run (e.g. 'random,brp + warm-up')")
+    ap.add_argument("--read-only", action="store_true",
+                    help="tabulate the runs in the stores (up to the counts asked), start none")
     args = ap.parse_args()
     STORES.mkdir(parents=True, exist_ok=True)
     out = RESULTS_DIR / f"{NAME}.json"
@@ -460,7 +492,7 @@ def main() -> None:
                 data.get(d, {}).pop(k, None)
         run_dataset(d, args.runs, args.brp_runs, args.constrained_runs or args.runs, args.constrained_brp_runs,
                     not args.no_constrained,
-                    [x.strip() for x in args.only.split(",") if x.strip()] or None, data, save)
+                    [x.strip() for x in args.only.split(",") if x.strip()] or None, data, save, args.read_only)
     save()
 
 
