@@ -161,6 +161,7 @@ class BRPSearch(Strategy[C]):
             self._init_trunk = copy.deepcopy(self.predictor.model.trunk.state_dict())
         self._pool_option = None if pool is None else [self._as_candidate(x) for x in pool]
         self._pool: list[C] | None = None
+        self._pool_keys: list[str] = []  # space.key of each pool candidate (computed once: keys cost microseconds)
         self._ranking: list[int] | None = None  # pool indices, best first, of the current weights
 
         self.history: list[tuple[C, float]] = []  # told (candidate, fitness), in order
@@ -224,8 +225,9 @@ class BRPSearch(Strategy[C]):
                 epochs = math.ceil(self.epochs * share / self.iterations)
                 self._train([c for c, _ in self.history], [f for _, f in self.history], epochs, "history")
             if not self.trainings:
-                pool = [c for c in self._get_pool() if self.space.key(c) not in self.seen]
-                picks = self.rng.sample(pool, min(m, len(pool)))
+                pool = self._get_pool()  # (fills the keys)
+                unseen = [(k, c) for k, c in zip(self._pool_keys, pool, strict=True) if k not in self.seen]
+                picks = self.rng.sample(unseen, min(m, len(unseen)))
                 record["mode"] = "random"
             else:
                 start = time.perf_counter()
@@ -237,25 +239,25 @@ class BRPSearch(Strategy[C]):
                 else:
                     picks = self._select(ranked, math.ceil(len(ranked) / 2 ** max(i, 1)), m, self.alpha)
                     record["mode"] = "predictor"
-        for c in picks:
-            self.seen.add(self.space.key(c))
-        self.queue = list(picks)
+        for k, _ in picks:
+            self.seen.add(k)
+        self.queue = [c for _, c in picks]
         record["asked"] = len(picks)
         self.rounds.append(record)
         self.iteration += 1
 
-    def _select(self, ranked: list[C], window: int, m: int, alpha: float) -> list[C]:
-        """``ceil(alpha * m)`` best unseen of ``ranked``, then random unseen ones among its first ``window``
-        (topped up with the next best when the window runs short)."""
-        unseen = [(pos, c) for pos, c in enumerate(ranked) if self.space.key(c) not in self.seen]
+    def _select(self, ranked: list[tuple[str, C]], window: int, m: int, alpha: float) -> list[tuple[str, C]]:
+        """``ceil(alpha * m)`` best unseen of ``ranked`` (``(key, candidate)``, best first), then random unseen
+        ones among its first ``window`` (topped up with the next best when the window runs short)."""
+        unseen = [(pos, kc) for pos, kc in enumerate(ranked) if kc[0] not in self.seen]
         n_top = min(math.ceil(alpha * m), m, len(unseen))
-        top = [c for _, c in unseen[:n_top]]
+        top = [kc for _, kc in unseen[:n_top]]
         rest = unseen[n_top:]
         k = min(m - n_top, len(rest))
-        inside = [c for pos, c in rest if pos < window]
+        inside = [kc for pos, kc in rest if pos < window]
         if len(inside) >= k:
             return top + self.rng.sample(inside, k)
-        return top + inside + [c for pos, c in rest if pos >= window][: k - len(inside)]
+        return top + inside + [kc for pos, kc in rest if pos >= window][: k - len(inside)]
 
     def _pretraining_set(self) -> tuple[list[C], list[float]]:
         """At most ``warmup_points`` of the warm-up candidates (a seeded random subset, as eagle's 256
@@ -267,7 +269,8 @@ class BRPSearch(Strategy[C]):
             keep = sorted(random.Random(f"brp warm-up {self.seed}").sample(keep, self.warmup_points))
         return [cands[j] for j in keep], [scores[j] for j in keep]
 
-    def _proxy_ranked(self) -> list[C]:
+    def _proxy_ranked(self) -> list[tuple[str, C]]:
+        """The warm-up candidates (one per key), best proxy score first, as ``(key, candidate)``."""
         assert self.warm is not None
         cands, scores = self.warm
         order = sorted(range(len(cands)), key=lambda j: -scores[j])  # stable: ties keep warm-up order
@@ -277,14 +280,15 @@ class BRPSearch(Strategy[C]):
             k = self.space.key(cands[j])
             if k not in keys:
                 keys.add(k)
-                ranked.append(cands[j])
+                ranked.append((k, cands[j]))
         return ranked
 
-    def _ranked_pool(self) -> list[C]:
+    def _ranked_pool(self) -> list[tuple[str, C]]:
+        """The pool as ``(key, candidate)``, best first by the predictor's current weights."""
         pool = self._get_pool()
         if self._ranking is None:
             self._ranking = [int(j) for j in self.predictor.rank(pool)]
-        return [pool[j] for j in self._ranking]
+        return [(self._pool_keys[j], pool[j]) for j in self._ranking]
 
     def _train(self, candidates: list[C], values: list[float], epochs: int, data: str) -> None:
         number = len(self.trainings)
@@ -307,12 +311,13 @@ class BRPSearch(Strategy[C]):
                 rng = random.Random(f"brp pool {self.seed}")
                 cands = [self.space.sample(rng) for _ in range(self.pool_size)]
             keys: set[str] = set()
-            self._pool = []
+            self._pool, self._pool_keys = [], []
             for c in cands:
                 k = self.space.key(c)
                 if k not in keys:
                     keys.add(k)
                     self._pool.append(c)
+                    self._pool_keys.append(k)
         return self._pool
 
     def _as_candidate(self, x: Any) -> C:
