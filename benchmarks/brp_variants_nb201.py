@@ -11,6 +11,7 @@ each a :func:`devicefit.search` with ``strategy_options``, on the same stores (s
 - ``pretrain-3000``: the predictor pre-trained on all 3,000 warm-up cells instead of 256;
 - ``rounds-10``: 10 rounds of 10 instead of 5 of 20 (the predictor retrained twice as often; the search
   benchmark's ``brp + warm-up (10 rounds)`` row, the same runs);
+- ``rounds-20``: 20 rounds of 5 (does the trend from 5 to 10 rounds go on?);
 - ``batch-8``, ``batch-4``: 8 or 4 candidates per optimiser step instead of 32 (56 or 12 pairs a step, as
   eagle's 64 pairs growing from 12): 4x or 8x the optimiser steps, as many as eagle takes in its early rounds.
 
@@ -46,6 +47,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "rank": {"zero_cost": "rank"},
     "pretrain-3000": {"warmup_points": 3000},
     "rounds-10": {"iterations": 10},
+    "rounds-20": {"iterations": 20},
     "batch-8": {"batch_size": 8},
     "batch-4": {"batch_size": 4},
 }
