@@ -9,9 +9,8 @@ each a :func:`devicefit.search` with ``strategy_options``, on the same stores (s
   way, which the search benchmark reads back);
 - ``rank``: round 0 from the proxy ranking itself, the predictor untrained (eagle's ``--foresight_simple``);
 - ``pretrain-3000``: the predictor pre-trained on all 3,000 warm-up cells instead of 256;
-- ``rounds-10``: 10 rounds of 10 instead of 5 of 20 (the predictor retrained twice as often; the search
-  benchmark's ``brp + warm-up (10 rounds)`` row, the same runs);
-- ``rounds-20``: 20 rounds of 5 (does the trend from 5 to 10 rounds go on?);
+- ``rounds-10``, ``rounds-20``: 10 rounds of 10 or 20 of 5 instead of 5 of 20 (the predictor retrained 2x or
+  4x as often; the search benchmark's ``brp + warm-up (10 rounds)`` and ``(20 rounds)`` rows, the same runs);
 - ``batch-8``, ``batch-4``: 8 or 4 candidates per optimiser step instead of 32 (56 or 12 pairs a step, as
   eagle's 64 pairs growing from 12): 4x or 8x the optimiser steps, as many as eagle takes in its early rounds.
 
@@ -93,15 +92,18 @@ def main() -> None:
             data["datasets"][d]["variants"][v] = r
             if not r["runs"]:
                 continue  # not run for this data set (read-only)
+            seconds = "" if r["mean_run_seconds"] is None else (
+                f"{r['mean_run_seconds']:.0f}" + (f" ({r['timed_runs']} timed)" if r["timed_runs"] < r["runs"] else ""))
             rows.append([d, v, r["runs"], r["median"] if r["median"] is not None else "-",
-                         r["reached_share"], ", ".join("-" if h is None else str(h)
-                                                       for h in r["evaluations_to_optimum"])])
+                         r["reached_share"], seconds, ", ".join("-" if h is None else str(h)
+                                                                for h in r["evaluations_to_optimum"])])
     body = "\n".join([
         f"BRP-NAS with zero-cost warm-up ({WARMUP} synflow-scored cells), {BRP_BUDGET} evaluations per run, "
         f"NAS-Bench-201 validation accuracy; evaluations until the run's best is within {WITHIN} point of the "
         "optimum (\"-\": not within the run). `eagle`: the search benchmark's configuration and runs (M = 100 in "
         "5 rounds, predictor pre-trained on 256 warm-up cells); the others change one setting (see the script).", "",
-        markdown_table(["data set", "variant", "runs", "median evaluations", "share reached", "each run"], rows),
+        markdown_table(["data set", "variant", "runs", "median evaluations", "share reached", "s / run", "each run"],
+                       rows),
         ""])
     write_results(NAME, "BRP-NAS variants on NAS-Bench-201", body, data)
 

@@ -72,8 +72,8 @@ REFERENCES = {
 }
 
 
-#: BRP rounds beyond eagle's 5 (``brp_variants_nb201.py``: 10 rounds of 10 got to the optimum sooner)
-ROUNDS = 10
+#: BRP rounds beyond eagle's 5 (``brp_variants_nb201.py``: more, smaller rounds got to the optimum sooner)
+ROUNDS = (10, 20)
 
 
 @dataclass(frozen=True)
@@ -104,7 +104,7 @@ def configs(constrained: bool) -> list[Config]:
     warm = [Config(s, WARMUP, constrained=constrained) for s in ("random", "evolution", "reinforce")]
     move = [Config(s, WARMUP, True, constrained) for s in ("evolution", "reinforce")]
     brp = [Config("brp", constrained=constrained), Config("brp", WARMUP, constrained=constrained),
-           Config("brp", WARMUP, constrained=constrained, options=(("iterations", ROUNDS),))]
+           *(Config("brp", WARMUP, constrained=constrained, options=(("iterations", r),)) for r in ROUNDS)]
     return plain + warm + move + brp
 
 
@@ -388,8 +388,8 @@ def _seconds(config: dict[str, Any]) -> str:
 
 def markdown(data: dict[str, Any]) -> str:
     body = ["Each run is one `devicefit.search` (a Study on the data set's store); 300 evaluations of distinct cells; "
-            f"BRP runs stop at {BRP_BUDGET} evaluations (eagle's NB201 budget M, 5 rounds of 20; *{ROUNDS} rounds*: "
-            f"{ROUNDS} rounds of {BRP_BUDGET // ROUNDS}), so their @200 and @300 are blank; "
+            f"BRP runs stop at {BRP_BUDGET} evaluations (eagle's NB201 budget M, 5 rounds of 20; *R rounds*: R rounds "
+            f"of {BRP_BUDGET} / R), so their @200 and @300 are blank; "
             f"warm-up: {WARMUP} cells scored with synflow (cached once per cell); move: evolution mutates to the "
             "best-scored of the 24 one-edge neighbours (a random one with p = 0.25), reinforce takes the best of 10 "
             "policy samples. Spread: mean ± standard deviation over runs. *to opt.* = median evaluations until the "
