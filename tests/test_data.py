@@ -493,6 +493,19 @@ def test_cifar10_tarball_and_mnist(data_root: Path) -> None:
     assert m.x.shape == (10_000, 28, 28, 1) and set(np.unique(m.y)) == set(range(10))
 
 
+def test_npz_whose_member_claims_encryption_is_refused(tmp_path: Path) -> None:
+    """A flipped bit can mark a zip member encrypted: ``zipfile`` then raises RuntimeError, which must become a
+    DataFileError naming the file (Hypothesis found it)."""
+    p = tmp_path / "x.npz"
+    np.savez_compressed(p, x=np.zeros((2, 4, 4, 3), np.uint8), y=np.array([0, 1]))
+    data = bytearray(p.read_bytes())
+    central = data.index(b"PK\x01\x02")  # the first member's central directory entry; its flags at +8
+    data[central + 8] |= 1  # bit 0: encrypted
+    p.write_bytes(bytes(data))
+    with pytest.raises(DataFileError, match="x.npz.*corrupt"):
+        load_npz_images(p)
+
+
 def test_corrupt_image_files(tmp_path: Path) -> None:
     p = tmp_path / "x.npz"
     p.write_bytes(b"garbage")

@@ -184,7 +184,9 @@ def load_npz_images(path: str | os.PathLike[str]) -> ImageSet:
         raise
     except FileNotFoundError:
         raise DataFileError(f"{what} not found") from None
-    except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile, zlib.error, NotImplementedError) as exc:
+    # RuntimeError: zipfile's 'encrypted, password required' (and NotImplementedError, its subclass, for flags
+    # it cannot read), which a flipped bit in a member's flags triggers
+    except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile, zlib.error, RuntimeError) as exc:
         raise DataFileError(f"{what} is corrupt or not an npz archive: {exc}") from None
     if not np.issubdtype(y.dtype, np.integer):
         raise DataFileError(f"{what}: labels 'y' must be integers, got {y.dtype}")
