@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 
 # The whitespace ``float()`` strips: ASCII only (``str.strip`` and ``re``'s ``\s`` also take ``\x1c``-``\x1f``).
 _SPACE = " \t\n\r\v\f"
-_INDEX = re.compile(r"[ \t\n\r\v\f]*\+?([0-9]+)(?:\.0*)?[ \t\n\r\v\f]*")
+_INDEX = re.compile(rf"[{re.escape(_SPACE)}]*\+?([0-9]+)(?:\.0*)?[{re.escape(_SPACE)}]*")
 
 
 @dataclass(frozen=True)

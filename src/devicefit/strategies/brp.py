@@ -161,7 +161,7 @@ class BRPSearch(Strategy[C]):
             self._init_trunk = copy.deepcopy(self.predictor.model.trunk.state_dict())
         self._pool_option = None if pool is None else [self._as_candidate(x) for x in pool]
         self._pool: list[C] | None = None
-        self._pool_keys: list[str] = []  # space.key of each pool candidate (computed once: keys cost microseconds)
+        self._pool_keys: list[str] = []  # space.key of each pool candidate, filled with the pool
         self._ranking: list[int] | None = None  # pool indices, best first, of the current weights
 
         self.history: list[tuple[C, float]] = []  # told (candidate, fitness), in order
