@@ -37,7 +37,17 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import markdown_table, write_results
-from search_nb201 import BRP_BUDGET, WARMUP, WITHIN, Config, one_run, optimum
+from search_nb201 import (
+    BRP_BUDGET,
+    WARMUP,
+    WITHIN,
+    Config,
+    evaluations_to,
+    median_evaluations,
+    one_run,
+    optimum,
+    seconds_text,
+)
 
 NAME = "brp_variants_nb201"
 #: variant -> the brp strategy options it changes; ``eagle`` is the search benchmark's ``brp + warm-up``
@@ -64,13 +74,9 @@ def run_variant(dataset: str, variant: str, runs: int, read_only: bool = False) 
             break  # read-only: as many as were made
         if r["seconds"] is not None:
             seconds.append(r["seconds"])
-        hits.append(next((i + 1 for i, v in enumerate(r["curve"]) if v is not None and v >= opt - WITHIN - 1e-9),
-                         None))
+        hits.append(evaluations_to(r["curve"], opt))
         print(dataset, variant, seed, hits[-1], flush=True)
-    ranked = [h if h is not None else float("inf") for h in hits]
-    med = statistics.median(ranked) if ranked else None
-    return {"options": options, "runs": len(hits), "evaluations_to_optimum": hits,
-            "median": None if med in (None, float("inf")) else med,
+    return {"options": options, "runs": len(hits), "evaluations_to_optimum": hits, "median": median_evaluations(hits),
             "reached_share": sum(h is not None for h in hits) / len(hits) if hits else None,
             "job": config.job, "mean_run_seconds": statistics.fmean(seconds) if seconds else None,
             "timed_runs": len(seconds)}
@@ -92,11 +98,9 @@ def main() -> None:
             data["datasets"][d]["variants"][v] = r
             if not r["runs"]:
                 continue  # not run for this data set (read-only)
-            seconds = "" if r["mean_run_seconds"] is None else (
-                f"{r['mean_run_seconds']:.0f}" + (f" ({r['timed_runs']} timed)" if r["timed_runs"] < r["runs"] else ""))
-            rows.append([d, v, r["runs"], r["median"] if r["median"] is not None else "-",
-                         r["reached_share"], seconds, ", ".join("-" if h is None else str(h)
-                                                                for h in r["evaluations_to_optimum"])])
+            each = ", ".join("-" if h is None else str(h) for h in r["evaluations_to_optimum"])
+            rows.append([d, v, r["runs"], r["median"] if r["median"] is not None else "-", r["reached_share"],
+                         seconds_text(r, 0), each])
     body = "\n".join([
         f"BRP-NAS with zero-cost warm-up ({WARMUP} synflow-scored cells), {BRP_BUDGET} evaluations per run, "
         f"NAS-Bench-201 validation accuracy; evaluations until the run's best is within {WITHIN} point of the "

@@ -88,8 +88,8 @@ class Config:
     @property
     def label(self) -> str:
         parts = [self.strategy] + (["warm-up"] if self.warmup else []) + (["move"] if self.move else [])
-        rounds = dict(self.options).get("iterations")
-        return " + ".join(parts) + (f" ({rounds} rounds)" if rounds else "")
+        extra = ", ".join(f"{v} rounds" if k == "iterations" else f"{k}={v}" for k, v in self.options)
+        return " + ".join(parts) + (f" ({extra})" if extra else "")
 
     @property
     def job(self) -> str:
@@ -199,6 +199,18 @@ def one_run(dataset: str, config: Config, seed: int, limit_ms: float | None,
     return {"seed": seed, "curve": curve, "best_candidate": best["candidate"], "seconds": seconds}
 
 
+def evaluations_to(curve: list[float | None], opt: float) -> int | None:
+    """Evaluations until the best so far is within WITHIN of ``opt`` (None: not within the run)."""
+    return next((i + 1 for i, v in enumerate(curve) if v is not None and v >= opt - WITHIN - 1e-9), None)
+
+
+def median_evaluations(hits: list[int | None]) -> float | None:
+    """Median of ``evaluations_to`` over runs, a run that never got there counting as worse than all (None when
+    half the runs did not get there, or there are no runs)."""
+    med = statistics.median([float("inf") if h is None else h for h in hits]) if hits else None
+    return None if med is None or med == float("inf") else med
+
+
 def summarize(runs: list[dict[str, Any]], opt: float, tests: dict[str, list[float]]) -> dict[str, Any]:
     at: dict[str, Any] = {}
     for n in POINTS:
@@ -206,15 +218,11 @@ def summarize(runs: list[dict[str, Any]], opt: float, tests: dict[str, list[floa
         if vals:
             at[str(n)] = {"mean": statistics.fmean(vals), "std": statistics.pstdev(vals),
                           "p25": float(np.percentile(vals, 25)), "p75": float(np.percentile(vals, 75))}
-    reach = []
-    for r in runs:
-        hit = next((i + 1 for i, v in enumerate(r["curve"]) if v is not None and v >= opt - WITHIN - 1e-9), None)
-        reach.append(hit if hit is not None else float("inf"))
-    med = statistics.median(reach) if reach else None
+    hits = [evaluations_to(r["curve"], opt) for r in runs]
     secs = [r["seconds"] for r in runs if r["seconds"] is not None]  # resumed or older runs: untimed
     return {"runs": len(runs), "timed_runs": len(secs), "at": at,
-            "median_evals_to_optimum": None if med == float("inf") else med,
-            "reached_share": sum(x != float("inf") for x in reach) / len(reach) if reach else None,
+            "median_evals_to_optimum": median_evaluations(hits),
+            "reached_share": sum(h is not None for h in hits) / len(hits) if hits else None,
             "test_of_best": {k: statistics.fmean(v) for k, v in tests.items() if v},
             "mean_run_seconds": statistics.fmean(secs) if secs else None}
 
@@ -378,12 +386,13 @@ def plot(data: dict[str, Any]) -> list[str]:
     return written
 
 
-def _seconds(config: dict[str, Any]) -> str:
-    """Mean wall time of a run, and of how many runs when some were made untimed (by another script)."""
-    mean, timed = config["mean_run_seconds"], config.get("timed_runs")
+def seconds_text(row: dict[str, Any], digits: int = 1) -> str:
+    """A row's mean wall time per run, and of how many runs when some are untimed (resumed, or made before
+    the timings were kept)."""
+    mean, timed = row["mean_run_seconds"], row.get("timed_runs")
     if mean is None:
         return ""
-    return f"{mean:.1f}" + (f" ({timed} timed)" if timed is not None and timed < config["runs"] else "")
+    return f"{mean:.{digits}f}" + (f" ({timed} timed)" if timed is not None and timed < row["runs"] else "")
 
 
 def markdown(data: dict[str, Any]) -> str:
@@ -416,7 +425,7 @@ def markdown(data: dict[str, Any]) -> str:
                 cells = [f"{c['at'][str(n)]['mean']:.2f} ± {c['at'][str(n)]['std']:.2f}" if str(n) in c["at"] else ""
                          for n in POINTS]
                 rows.append([label, c["runs"], *cells, c["median_evals_to_optimum"],
-                             *[c["test_of_best"].get(t) for t in tests], _seconds(c)])
+                             *[c["test_of_best"].get(t) for t in tests], seconds_text(c)])
             body += [markdown_table(header, rows), ""]
     if "overhead" in data:
         o = data["overhead"]
